@@ -1,0 +1,1 @@
+"""availability: a Redis-backed shared cache of betting-market availability."""
