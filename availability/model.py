@@ -27,6 +27,7 @@ __all__ = [
     "normalize_market_id",
     "market_key",
     "key_to_field",
+    "key_sort_order",
     "field_to_key",
     "encode_market",
     "decode_market",
@@ -107,6 +108,11 @@ def normalize_line(value: Any) -> float | None:
 def market_key(betpawa_market_id: Any, line: Any) -> MarketKey:
     """The normalised key of a market."""
     return MarketKey(normalize_market_id(betpawa_market_id), normalize_line(line))
+
+
+def key_sort_order(key: MarketKey) -> tuple[str, bool, float]:
+    """Sort order for keys: by id, the no-line market first, then by line."""
+    return (key[0], key[1] is not None, key[1] or 0.0)
 
 
 def key_to_field(key: MarketKey) -> str:

@@ -1,0 +1,497 @@
+"""The shared market cache: Redis hashes, one atomic Lua script per scrape.
+
+Any number of worker processes may share one :class:`MarketCache`
+deployment. Each scrape is validated in Python, then applied by
+``lua/apply_scrape.lua`` in one round trip: the script refuses stale
+scrapes, stamps markets missing from a complete scrape exactly once, clears
+returning ones, and appends one record to its shard's change stream for the
+flushers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any, Iterable, Sequence
+
+import msgpack
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import NoScriptError, ResponseError
+
+from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape
+from availability.keys import (
+    DEFAULT_PREFIX,
+    DEFAULT_SHARDS,
+    SCHEMA_VERSION,
+    KeySchema,
+    validate_bookmaker,
+    validate_event_id,
+)
+from availability.model import (
+    CachedMarket,
+    CachedSnapshot,
+    MarketKey,
+    coerce_market,
+    decode_market,
+    encode_market,
+    field_to_key,
+    format_ts,
+    from_micros,
+    key_sort_order,
+    key_to_field,
+    merge_markets,
+    parse_ts,
+    to_micros,
+    to_utc,
+)
+
+__all__ = ["MarketCache", "Scrape", "ScrapeOutcome"]
+
+log = structlog.get_logger("availability.cache")
+
+APPLIED = "applied"
+STALE = "stale"
+IGNORED_EMPTY = "ignored_empty"
+INVALID = "invalid"
+COLD = "cold"
+ERROR = "error"
+
+
+def _load_lua(name: str) -> str:
+    return resources.files("availability").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of one event at one bookmaker, as handed to :meth:`MarketCache.apply_batch`.
+
+    ``complete=False`` marks a partial page: its markets are stored, nothing is
+    stamped. An empty ``markets`` list stamps nothing unless ``confirmed_empty``
+    says the event really has no markets left (a flaky endpoint returning
+    ``[]`` must not wipe an event).
+    """
+
+    event_id: int
+    bookmaker: str
+    markets: Sequence[Any]
+    scraped_at: datetime
+    complete: bool = True
+    confirmed_empty: bool = False
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScrapeOutcome:
+    """What one scrape did.
+
+    ``status`` is ``applied``, ``stale`` (not newer than the last applied
+    scrape: nothing changed), ``ignored_empty`` (an empty list without
+    ``confirmed_empty``: nothing changed), ``invalid`` or ``error`` (see
+    ``error``; nothing written), or ``cold`` (the shard must be warmed first).
+    """
+
+    event_id: int | None
+    bookmaker: str | None
+    scraped_at: datetime | None
+    status: str
+    became_unavailable: tuple[MarketKey, ...] = ()
+    became_available: tuple[MarketKey, ...] = ()
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    stream_id: str | None = None
+    last_scraped_at: datetime | None = None
+    error: Exception | None = field(default=None, compare=False)
+
+    @property
+    def applied(self) -> bool:
+        return self.status == APPLIED
+
+    @property
+    def stale(self) -> bool:
+        return self.status == STALE
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (APPLIED, STALE, IGNORED_EMPTY)
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.new or self.changed or self.became_unavailable or self.became_available)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated scrape ready for the script, or the outcome it already has."""
+
+    keys: list[str] | None
+    args: list[Any] | None
+    event_id: int | None
+    bookmaker: str | None
+    scraped_at: datetime | None
+    outcome: ScrapeOutcome | None = None
+
+
+class MarketCache:
+    """Shared cache of market availability in Redis.
+
+    Build it from a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``)
+    or with :meth:`from_url`. ``prefix`` isolates deployments (or tests) that
+    share one server; ``shards`` is fixed for a deployment and checked against
+    ``<prefix>:config`` on first use.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | Any,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        shards: int = DEFAULT_SHARDS,
+    ) -> None:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        if kwargs.get("decode_responses"):
+            raise ConfigurationError("redis client: decode_responses must be False (market payloads are msgpack bytes)")
+        self.client = client
+        self.keys = KeySchema(prefix, shards)
+        self._script = _load_lua("apply_scrape.lua")
+        self._sha: str | None = None
+        self._config_checked = False
+        self._is_cluster = client.__class__.__name__ == "RedisCluster"
+        self._owns_client = False
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS, **kwargs: Any) -> "MarketCache":
+        """Connect to ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs,
+        ACL user and password included; ``cluster=True`` for Redis Cluster."""
+        if kwargs.pop("cluster", False):
+            from redis.asyncio.cluster import RedisCluster
+
+            client = RedisCluster.from_url(url, **kwargs)
+        else:
+            client = aioredis.Redis.from_url(url, **kwargs)
+        cache = cls(client, prefix=prefix, shards=shards)
+        cache._owns_client = True
+        return cache
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> "MarketCache":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------ deployment state
+
+    async def ensure_config(self) -> None:
+        """Record the shard count on first use; refuse to run with another one."""
+        if self._config_checked:
+            return
+        key = self.keys.config()
+        await self.client.hsetnx(key, "shards", str(self.keys.shards))
+        await self.client.hsetnx(key, "schema", SCHEMA_VERSION)
+        stored = await self.client.hget(key, "shards")
+        if stored is not None and int(stored) != self.keys.shards:
+            raise ConfigurationError(
+                f"shards: this deployment ({self.keys.prefix!r}) was created with {int(stored)} shards, "
+                f"not {self.keys.shards}; keys would land in the wrong shard"
+            )
+        self._config_checked = True
+
+    async def mark_ready(self, shards: Iterable[int] | None = None, *, at: datetime | None = None) -> None:
+        """Mark shards warm: the cache holds everything PostgreSQL holds.
+
+        Called by warm-up (``availability warm``) after reloading, and by a new
+        deployment whose database is empty. Until then scrapes are refused as
+        ``cold`` rather than reporting every market as new and missing what
+        disappeared.
+        """
+        await self.ensure_config()
+        stamp = format_ts(at) if at else "ready"
+        for shard in self.keys.all_shards() if shards is None else shards:
+            await self.client.set(self.keys.ready(shard), stamp)
+
+    async def cold_shards(self) -> list[int]:
+        """Shards not yet warmed (all of them after Redis lost its data)."""
+        shards = list(self.keys.all_shards())
+        if self._is_cluster:
+            exists = [await self.client.exists(self.keys.ready(s)) for s in shards]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for s in shards:
+                pipe.exists(self.keys.ready(s))
+            exists = await pipe.execute()
+        return [s for s, e in zip(shards, exists) if not e]
+
+    # ------------------------------------------------------------ validation
+
+    def _prepare(self, scrape: Scrape, mode: str = "scrape") -> _Prepared:
+        try:
+            event_id = validate_event_id(scrape.event_id)
+            bookmaker = validate_bookmaker(scrape.bookmaker)
+            scraped_at = to_utc(scrape.scraped_at, "scraped_at")
+            if not isinstance(scrape.complete, bool):
+                raise InvalidScrape(f"complete: expected a boolean, got {scrape.complete!r}")
+            if not isinstance(scrape.confirmed_empty, bool):
+                raise InvalidScrape(f"confirmed_empty: expected a boolean, got {scrape.confirmed_empty!r}")
+            expire_ms = 0
+            if scrape.expires_at is not None:
+                expire_ms = to_micros(to_utc(scrape.expires_at, "expires_at")) // 1000
+            raw = scrape.markets
+            if raw is None or isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Iterable):
+                raise InvalidScrape(f"markets: expected a list of markets, got {raw!r}")
+            where = f"event {event_id} at {bookmaker}"
+            markets = [coerce_market(m, f"{where}: markets[{i}]") for i, m in enumerate(raw)]
+            if scrape.confirmed_empty and markets:
+                raise InvalidScrape(
+                    f"confirmed_empty: True but {len(markets)} markets were given for {where}"
+                )
+        except InvalidScrape as exc:
+            return _Prepared(None, None, getattr(scrape, "event_id", None), getattr(scrape, "bookmaker", None),
+                             None, ScrapeOutcome(scrape.event_id if isinstance(scrape.event_id, int) else None,
+                                                 scrape.bookmaker if isinstance(scrape.bookmaker, str) else None,
+                                                 None, INVALID, error=exc))
+        if mode == "removed":
+            completeness = "empty"
+        elif not markets:
+            if not (scrape.confirmed_empty and scrape.complete):
+                return _Prepared(None, None, event_id, bookmaker, scraped_at,
+                                 ScrapeOutcome(event_id, bookmaker, scraped_at, IGNORED_EMPTY))
+            completeness = "empty"
+        else:
+            completeness = "complete" if scrape.complete else "partial"
+        merged = merge_markets(markets)
+        fields = [key_to_field(k) for k in merged]
+        args: list[Any] = [
+            mode,
+            str(event_id),
+            bookmaker,
+            str(to_micros(scraped_at)),
+            format_ts(scraped_at),
+            completeness,
+            str(expire_ms),
+            msgpack.packb(fields, use_bin_type=True),
+            str(len(merged)),
+        ]
+        for field_name, market in zip(fields, merged.values()):
+            args.append(field_name)
+            args.append(encode_market(market))
+        keys = self.keys.snapshot(event_id, bookmaker).as_list()
+        return _Prepared(keys, args, event_id, bookmaker, scraped_at)
+
+    # ------------------------------------------------------------ script calls
+
+    async def _sha1(self) -> str:
+        if self._sha is None:
+            self._sha = await self.client.script_load(self._script)
+        return self._sha
+
+    async def _run_one(self, prepared: _Prepared) -> Any:
+        """EVALSHA, falling back to EVAL after SCRIPT FLUSH or a restart."""
+        assert prepared.keys is not None and prepared.args is not None
+        try:
+            return await self.client.evalsha(await self._sha1(), len(prepared.keys), *prepared.keys, *prepared.args)
+        except NoScriptError:
+            return await self.client.eval(self._script, len(prepared.keys), *prepared.keys, *prepared.args)
+
+    def _outcome(self, prepared: _Prepared, reply: Any) -> ScrapeOutcome:
+        if prepared.outcome is not None:
+            return prepared.outcome
+        base = dict(event_id=prepared.event_id, bookmaker=prepared.bookmaker, scraped_at=prepared.scraped_at)
+        if isinstance(reply, CacheNotReady):
+            return ScrapeOutcome(**base, status=COLD, error=reply)
+        if isinstance(reply, ResponseError) and "availability:" in str(reply):
+            return ScrapeOutcome(**base, status=INVALID, error=InvalidScrape(str(reply)))
+        if isinstance(reply, Exception):
+            return ScrapeOutcome(**base, status=ERROR, error=reply)
+        status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if status == STALE:
+            return ScrapeOutcome(**base, status=STALE, last_scraped_at=from_micros(int(reply[1])))
+        if status == COLD:
+            shard = self.keys.shard_of(prepared.event_id or 0)
+            return ScrapeOutcome(
+                **base,
+                status=COLD,
+                error=CacheNotReady(
+                    f"shard {shard} of {self.keys.prefix!r} is cold (Redis lost its data or was never "
+                    f"warmed): run `availability warm` before applying scrapes"
+                ),
+            )
+        _, new, changed, unchanged, unavailable, available, stream_id = reply
+        return ScrapeOutcome(
+            **base,
+            status=APPLIED,
+            became_unavailable=tuple(sorted((field_to_key(f) for f in unavailable), key=key_sort_order)),
+            became_available=tuple(sorted((field_to_key(f) for f in available), key=key_sort_order)),
+            new=int(new),
+            changed=int(changed),
+            unchanged=int(unchanged),
+            stream_id=(stream_id.decode() if isinstance(stream_id, bytes) else stream_id) or None,
+            last_scraped_at=prepared.scraped_at,
+        )
+
+    # ------------------------------------------------------------ public API
+
+    async def apply_scrape(
+        self,
+        event_id: int,
+        bookmaker: str,
+        markets: Sequence[Any],
+        scraped_at: datetime,
+        *,
+        complete: bool = True,
+        confirmed_empty: bool = False,
+        expires_at: datetime | None = None,
+    ) -> ScrapeOutcome:
+        """Apply one scrape atomically; see :class:`Scrape` for the arguments.
+
+        Raises :class:`InvalidScrape` (nothing written) on bad input and
+        :class:`CacheNotReady` when the shard is cold. A stale scrape is not an
+        error: ``outcome.stale`` is true and nothing changed.
+        """
+        outcome = await self._apply(Scrape(event_id, bookmaker, markets, scraped_at, complete,
+                                           confirmed_empty, expires_at))
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    async def mark_event_removed(self, event_id: int, bookmaker: str, at: datetime) -> ScrapeOutcome:
+        """The event vanished from the bookmaker's listing at ``at``: stamp its
+        available markets, under the same compare-and-set and staleness rules
+        as a scrape. Only call it from a listing that was fetched completely."""
+        outcome = await self._apply(Scrape(event_id, bookmaker, [], at, True, True), mode="removed")
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    async def _apply(self, scrape: Scrape, mode: str = "scrape") -> ScrapeOutcome:
+        prepared = self._prepare(scrape, mode)
+        if prepared.outcome is not None:
+            return prepared.outcome
+        await self.ensure_config()
+        try:
+            reply: Any = await self._run_one(prepared)
+        except ResponseError as exc:
+            reply = exc
+        return self._outcome(prepared, reply)
+
+    async def apply_batch(self, scrapes: Iterable[Scrape], *, removed: Iterable[Scrape] = ()) -> list[ScrapeOutcome]:
+        """Apply many scrapes in one pipelined round trip.
+
+        Returns one outcome per scrape, in order. An invalid or failing scrape
+        gets ``status`` ``invalid``/``error``/``cold`` with ``error`` set, and
+        never blocks the others. Connection errors propagate (nothing is known
+        about what was applied; retrying is safe, since replays are stale).
+        """
+        prepared = [self._prepare(s) for s in scrapes]
+        prepared += [self._prepare(s, "removed") for s in removed]
+        runnable = [p for p in prepared if p.outcome is None]
+        replies: dict[int, Any] = {}
+        if runnable:
+            await self.ensure_config()
+            if self._is_cluster:
+                results = await asyncio.gather(*(self._run_one(p) for p in runnable), return_exceptions=True)
+            else:
+                sha = await self._sha1()
+                pipe = self.client.pipeline(transaction=False)
+                for p in runnable:
+                    pipe.evalsha(sha, len(p.keys), *p.keys, *p.args)
+                results = await pipe.execute(raise_on_error=False)
+                for i, (p, r) in enumerate(zip(runnable, results)):
+                    if isinstance(r, NoScriptError):  # SCRIPT FLUSH or restart: the script did not run
+                        try:
+                            results[i] = await self._run_one(p)
+                        except ResponseError as exc:
+                            results[i] = exc
+            for p, r in zip(runnable, results):
+                if isinstance(r, (ConnectionError, OSError)) or (
+                    isinstance(r, Exception) and not isinstance(r, ResponseError)
+                ):
+                    raise r
+                replies[id(p)] = r
+        return [self._outcome(p, replies.get(id(p))) for p in prepared]
+
+    # ------------------------------------------------------------ reads
+
+    async def get_snapshot(self, event_id: int, bookmaker: str) -> CachedSnapshot | None:
+        """The cached snapshot, unavailable markets included, or ``None``."""
+        return (await self.get_snapshots([event_id], [bookmaker])).get((event_id, bookmaker))
+
+    async def get_snapshots(
+        self, event_ids: Iterable[int], bookmakers: Iterable[str] | None = None
+    ) -> dict[tuple[int, str], CachedSnapshot]:
+        """Snapshots of many events, keyed by ``(event_id, bookmaker)``.
+
+        Without ``bookmakers``, every bookmaker cached for each event."""
+        event_ids = [validate_event_id(e) for e in event_ids]
+        pairs: list[tuple[int, str]] = []
+        if bookmakers is not None:
+            bms = [validate_bookmaker(b) for b in bookmakers]
+            pairs = [(e, b) for e in event_ids for b in bms]
+        else:
+            for e in event_ids:
+                pairs += [(e, b) for b in await self.bookmakers_of(e)]
+        if not pairs:
+            return {}
+        replies: list[Any] = []
+        if self._is_cluster:
+            for e, b in pairs:
+                replies += [
+                    await self.client.hgetall(self.keys.meta(e, b)),
+                    await self.client.hgetall(self.keys.markets(e, b)),
+                    await self.client.hgetall(self.keys.unavailable(e, b)),
+                ]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for e, b in pairs:
+                pipe.hgetall(self.keys.meta(e, b))
+                pipe.hgetall(self.keys.markets(e, b))
+                pipe.hgetall(self.keys.unavailable(e, b))
+            replies = await pipe.execute()
+        out: dict[tuple[int, str], CachedSnapshot] = {}
+        for i, (e, b) in enumerate(pairs):
+            meta, markets, stamps = replies[3 * i : 3 * i + 3]
+            if not meta and not markets:
+                continue
+            out[(e, b)] = snapshot_from_hashes(e, b, meta, markets, stamps)
+        return out
+
+    async def bookmakers_of(self, event_id: int) -> list[str]:
+        """Bookmakers with a cached snapshot of this event."""
+        shard = self.keys.shard_of(event_id)
+        members = await self.client.zrangebylex(self.keys.snapshots(shard), f"[{event_id}:", f"[{event_id}:\xff")
+        return sorted(self.keys.parse_snapshot_member(m)[1] for m in members)
+
+    async def list_snapshots(self, shard: int) -> list[tuple[int, str]]:
+        """Every (event, bookmaker) indexed in one shard."""
+        members = await self.client.zrange(self.keys.snapshots(shard), 0, -1)
+        return [self.keys.parse_snapshot_member(m) for m in members]
+
+
+def snapshot_from_hashes(
+    event_id: int, bookmaker: str, meta: dict, markets: dict, stamps: dict
+) -> CachedSnapshot:
+    """Decode the three hashes of one (event, bookmaker) into a snapshot."""
+
+    def ts(name: bytes) -> datetime | None:
+        value = meta.get(name)
+        return parse_ts(value) if value else None
+
+    decoded: list[CachedMarket] = []
+    for field_name, payload in markets.items():
+        stamp = stamps.get(field_name)
+        decoded.append(decode_market(payload, parse_ts(stamp) if stamp else None))
+    decoded.sort(key=lambda m: key_sort_order(m.key))
+    return CachedSnapshot(
+        event_id=event_id,
+        bookmaker=bookmaker,
+        captured_at=ts(b"captured_at"),
+        last_confirmed_at=ts(b"last_confirmed_at"),
+        markets=tuple(decoded),
+        last_scraped_at=ts(b"last_scraped_at"),
+    )

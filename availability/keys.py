@@ -1,0 +1,146 @@
+"""The whole Redis key schema, in one place.
+
+Every key of an event, and the change stream its scrapes append to, share one
+hash tag ``{<prefix>:<shard>}`` so each Lua script touches a single Redis
+Cluster slot. The shard is ``event_id % shards``; the shard count is fixed for
+a deployment and recorded in ``<prefix>:config``.
+
+As ``redis-cli --scan --pattern '{av:*'`` prints them (prefix ``av``, 16 shards,
+event 1234 at BetPawa, shard 1234 % 16 = 2)::
+
+    {av:2}:ev:1234:betpawa:markets      hash  field "18@2.5" -> canonical msgpack of the market
+    {av:2}:ev:1234:betpawa:unavailable  hash  field "18@2.5" -> "2026-11-28T12:00:00.000000Z"
+    {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, counts
+    {av:2}:snapshots                    zset  "1234:betpawa", score 0 (a lexical index of the shard)
+    {av:2}:changes                      stream, one record per applied scrape (read by the flushers)
+    {av:2}:dead                         stream, records the flusher could never write
+    {av:2}:ready                        string, set by warm-up: the shard's cache is not cold
+    av:config                           hash  shards, schema version
+
+A market field is ``<betpawa_market_id>@<line>``: ``1@_`` is a market without
+a line (1X2), ``18@0.0`` a handicap of zero, ``18@2.5`` Over/Under 2.5.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from availability.errors import ConfigurationError, InvalidScrape
+
+DEFAULT_PREFIX = "av"
+DEFAULT_SHARDS = 16
+SCHEMA_VERSION = "1"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+_BOOKMAKER_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
+_MAX_EVENT_ID = 2**53 - 1  # exact in a Lua double and in a bigint
+
+
+def validate_event_id(event_id: object) -> int:
+    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id <= _MAX_EVENT_ID:
+        raise InvalidScrape(f"event_id: expected a positive integer, got {event_id!r}")
+    return event_id
+
+
+def validate_bookmaker(bookmaker: object) -> str:
+    if not isinstance(bookmaker, str) or not _BOOKMAKER_RE.match(bookmaker):
+        raise InvalidScrape(
+            f"bookmaker: expected a lowercase slug like 'betpawa' (a-z, 0-9, '_', '-'), got {bookmaker!r}"
+        )
+    return bookmaker
+
+
+@dataclass(frozen=True)
+class SnapshotKeys:
+    markets: str
+    unavailable: str
+    meta: str
+    snapshots: str
+    changes: str
+    ready: str
+
+    def as_list(self) -> list[str]:
+        """KEYS for the apply script, in the order its header documents."""
+        return [self.markets, self.unavailable, self.meta, self.snapshots, self.changes, self.ready]
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    prefix: str = DEFAULT_PREFIX
+    shards: int = DEFAULT_SHARDS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or not _PREFIX_RE.match(self.prefix):
+            raise ConfigurationError(
+                f"key prefix: expected 1-32 characters of A-Z a-z 0-9 _ . -, got {self.prefix!r}"
+            )
+        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or not 1 <= self.shards <= 4096:
+            raise ConfigurationError(f"shards: expected an integer from 1 to 4096, got {self.shards!r}")
+
+    # -- shards
+    def shard_of(self, event_id: int) -> int:
+        return event_id % self.shards
+
+    def tag(self, shard: int) -> str:
+        return f"{{{self.prefix}:{shard}}}"
+
+    def all_shards(self) -> range:
+        return range(self.shards)
+
+    # -- per shard
+    def changes(self, shard: int) -> str:
+        return f"{self.tag(shard)}:changes"
+
+    def dead_letters(self, shard: int) -> str:
+        return f"{self.tag(shard)}:dead"
+
+    def snapshots(self, shard: int) -> str:
+        return f"{self.tag(shard)}:snapshots"
+
+    def ready(self, shard: int) -> str:
+        return f"{self.tag(shard)}:ready"
+
+    # -- per (event, bookmaker)
+    def _base(self, event_id: int, bookmaker: str) -> str:
+        return f"{self.tag(self.shard_of(event_id))}:ev:{event_id}:{bookmaker}"
+
+    def markets(self, event_id: int, bookmaker: str) -> str:
+        return f"{self._base(event_id, bookmaker)}:markets"
+
+    def unavailable(self, event_id: int, bookmaker: str) -> str:
+        return f"{self._base(event_id, bookmaker)}:unavailable"
+
+    def meta(self, event_id: int, bookmaker: str) -> str:
+        return f"{self._base(event_id, bookmaker)}:meta"
+
+    def snapshot(self, event_id: int, bookmaker: str) -> SnapshotKeys:
+        shard = self.shard_of(event_id)
+        return SnapshotKeys(
+            markets=self.markets(event_id, bookmaker),
+            unavailable=self.unavailable(event_id, bookmaker),
+            meta=self.meta(event_id, bookmaker),
+            snapshots=self.snapshots(shard),
+            changes=self.changes(shard),
+            ready=self.ready(shard),
+        )
+
+    @staticmethod
+    def snapshot_member(event_id: int, bookmaker: str) -> str:
+        """Member of the shard's ``snapshots`` index for one (event, bookmaker)."""
+        return f"{event_id}:{bookmaker}"
+
+    @staticmethod
+    def parse_snapshot_member(member: str | bytes) -> tuple[int, str]:
+        if isinstance(member, bytes):
+            member = member.decode()
+        event, _, bookmaker = member.partition(":")
+        return int(event), bookmaker
+
+    # -- deployment-wide
+    def config(self) -> str:
+        return f"{self.prefix}:config"
+
+    def scan_pattern(self) -> str:
+        """Matches every per-shard key of this deployment (``redis-cli --scan --pattern``)."""
+        return f"{{{self.prefix}:*"

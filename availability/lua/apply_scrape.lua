@@ -1,0 +1,145 @@
+-- apply_scrape(KEYS=[markets, unavailable, meta, snapshots, changes, ready],
+--              ARGV=[mode, event_id, bookmaker, scraped_us, scraped_iso, completeness,
+--                    expire_at_ms, present_blob, n, key_1, payload_1, ..., key_n, payload_n])
+--
+-- One scrape of one event at one bookmaker, applied atomically with
+-- compare-and-set semantics. All KEYS share one hash tag (one cluster slot).
+--
+--   mode          "scrape", or "removed" (the event left the bookmaker's listing; n = 0)
+--   scraped_us    scrape time, integer microseconds since the epoch; scraped_iso the same as text
+--   completeness  "complete" (n > 0: markets missing from it are stamped unavailable),
+--                 "partial" (never stamps), "empty" (n = 0: the caller confirmed the
+--                 event really has no markets; stamps everything)
+--   expire_at_ms  0, or a Unix time in ms at which the event's keys expire
+--   present_blob  msgpack list of the present market fields, copied into the change record
+--   key_i         canonical market field "<id>@<line>"; payload_i canonical msgpack of the market
+--
+-- Reply: {"applied", new, changed, unchanged, {stamped fields}, {cleared fields}, stream id or ""}
+--      | {"stale", last_scraped_us}   the scrape is not newer than the last one applied
+--      | {"cold"}                     the shard has not been warmed (Redis lost its data)
+-- Errors are raised before the first write, so a rejected call writes nothing.
+
+local function fail(what)
+  return redis.error_reply('ERR availability: ' .. what)
+end
+
+local function is_uint(s)
+  return type(s) == 'string' and string.match(s, '^%d+$') ~= nil and #s <= 16
+end
+
+-- ---------------------------------------------------------------- validate everything first
+if #KEYS ~= 6 then return fail('expected 6 keys, got ' .. #KEYS) end
+local mode, event_id, bookmaker = ARGV[1], ARGV[2], ARGV[3]
+local scraped_us, scraped_iso, completeness = ARGV[4], ARGV[5], ARGV[6]
+local expire_at_ms, present_blob = ARGV[7], ARGV[8]
+if mode ~= 'scrape' and mode ~= 'removed' then return fail('mode: expected scrape or removed, got ' .. tostring(mode)) end
+if not is_uint(event_id) then return fail('event_id: expected a positive integer, got ' .. tostring(event_id)) end
+if type(bookmaker) ~= 'string' or #bookmaker == 0 then return fail('bookmaker: expected a slug') end
+if not is_uint(scraped_us) then return fail('scraped_us: expected integer microseconds, got ' .. tostring(scraped_us)) end
+if type(scraped_iso) ~= 'string' or #scraped_iso ~= 27 then return fail('scraped_iso: expected YYYY-MM-DDTHH:MM:SS.ffffffZ, got ' .. tostring(scraped_iso)) end
+if completeness ~= 'complete' and completeness ~= 'partial' and completeness ~= 'empty' then
+  return fail('completeness: expected complete, partial or empty, got ' .. tostring(completeness))
+end
+if not is_uint(expire_at_ms) then return fail('expire_at_ms: expected an integer, got ' .. tostring(expire_at_ms)) end
+if not is_uint(ARGV[9]) then return fail('n: expected an integer, got ' .. tostring(ARGV[9])) end
+local n = tonumber(ARGV[9])
+if #ARGV ~= 9 + 2 * n then return fail('expected ' .. (9 + 2 * n) .. ' arguments for ' .. n .. ' markets, got ' .. #ARGV) end
+if completeness == 'empty' and n ~= 0 then return fail('completeness empty with ' .. n .. ' markets') end
+if completeness == 'complete' and n == 0 then return fail('completeness complete with no markets (say empty explicitly)') end
+if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('mode removed takes no markets') end
+
+local present = {}
+for i = 1, n do
+  local key, payload = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
+  if #key < 2 or not string.find(key, '@', 1, true) then return fail('market ' .. i .. ': field ' .. key .. ' is not <id>@<line>') end
+  if #payload == 0 then return fail('market ' .. key .. ': empty payload') end
+  if present[key] then return fail('market ' .. key .. ': duplicate field (merge rows before sending)') end
+  present[key] = payload
+end
+
+-- ---------------------------------------------------------------- cold and stale checks
+if redis.call('EXISTS', KEYS[6]) == 0 then return {'cold'} end
+local last = redis.call('HGET', KEYS[3], 'last_scraped_us')
+if last and tonumber(scraped_us) <= tonumber(last) then return {'stale', last} end
+
+-- ---------------------------------------------------------------- compare (read each hash once)
+local stored_flat = redis.call('HGETALL', KEYS[1])
+if mode == 'removed' and #stored_flat == 0 then
+  return {'applied', 0, 0, 0, {}, {}, ''}
+end
+local stored = {}
+for i = 1, #stored_flat, 2 do stored[stored_flat[i]] = stored_flat[i + 1] end
+local stamped_flat = redis.call('HGETALL', KEYS[2])
+local stamped_before = {}
+for i = 1, #stamped_flat, 2 do stamped_before[stamped_flat[i]] = true end
+
+local writes, record, became_available, became_unavailable, stamps = {}, {}, {}, {}, {}
+local new, changed, unchanged = 0, 0, 0
+for i = 1, n do
+  local key, payload = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
+  local old = stored[key]
+  local flags = ''
+  if old == nil then
+    new = new + 1; flags = 'n'
+  elseif old ~= payload then
+    changed = changed + 1; flags = 'c'
+  else
+    unchanged = unchanged + 1
+  end
+  if flags ~= '' then writes[#writes + 1] = key; writes[#writes + 1] = payload end
+  if stamped_before[key] then
+    became_available[#became_available + 1] = key; flags = flags .. 'a'
+  end
+  if flags ~= '' then
+    record[#record + 1] = key; record[#record + 1] = payload; record[#record + 1] = flags
+  end
+end
+if completeness ~= 'partial' then
+  for i = 1, #stored_flat, 2 do
+    local key = stored_flat[i]
+    if present[key] == nil and not stamped_before[key] then
+      became_unavailable[#became_unavailable + 1] = key
+      stamps[#stamps + 1] = key; stamps[#stamps + 1] = scraped_iso
+      record[#record + 1] = key; record[#record + 1] = stored_flat[i + 1]; record[#record + 1] = 'u'
+    end
+  end
+end
+
+-- ---------------------------------------------------------------- write
+-- unpack() is limited to ~8000 values, so multi-field commands go in chunks.
+local function chunked(command, key, flat, step)
+  for i = 1, #flat, step do
+    redis.call(command, key, unpack(flat, i, math.min(i + step - 1, #flat)))
+  end
+end
+chunked('HSET', KEYS[1], writes, 4000)
+chunked('HDEL', KEYS[2], became_available, 4000)
+chunked('HSET', KEYS[2], stamps, 4000)
+
+local total = #stored_flat / 2 + new
+local unavailable = #stamped_flat / 2 - #became_available + #became_unavailable
+local meta = {'event_id', event_id, 'bookmaker', bookmaker, 'last_scraped_us', scraped_us,
+              'last_scraped_at', scraped_iso, 'markets', total, 'unavailable', unavailable}
+if new + changed > 0 then meta[#meta + 1] = 'captured_at'; meta[#meta + 1] = scraped_iso end
+if n > 0 then
+  meta[#meta + 1] = 'last_confirmed_at'; meta[#meta + 1] = scraped_iso
+  redis.call('HDEL', KEYS[3], 'removed_at')
+end
+if mode == 'removed' then meta[#meta + 1] = 'removed_at'; meta[#meta + 1] = scraped_iso end
+redis.call('HSET', KEYS[3], unpack(meta))
+-- score 0 for all members: the index is read by lexical range (ZRANGEBYLEX)
+redis.call('ZADD', KEYS[4], 0, event_id .. ':' .. bookmaker)
+if expire_at_ms ~= '0' then
+  for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], expire_at_ms) end
+end
+
+-- One change record per applied scrape that changed or confirmed anything:
+-- the flushers need nothing else, so expiring cache keys never lose a change.
+local stream_id = ''
+if #record > 0 or n > 0 then
+  stream_id = redis.call('XADD', KEYS[5], '*',
+    'v', '1', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
+    'scraped_at', scraped_us, 'completeness', completeness,
+    'present', present_blob, 'markets', cmsgpack.pack(record))
+end
+return {'applied', new, changed, unchanged, became_unavailable, became_available, stream_id}
