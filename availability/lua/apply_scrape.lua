@@ -125,8 +125,9 @@ if n > 0 then
   meta[#meta + 1] = 'last_confirmed_at'; meta[#meta + 1] = scraped_iso
   redis.call('HDEL', KEYS[3], 'removed_at')
 end
-if mode == 'removed' then meta[#meta + 1] = 'removed_at'; meta[#meta + 1] = scraped_iso end
 redis.call('HSET', KEYS[3], unpack(meta))
+-- the first time it was seen gone from the listing, kept until it is listed again
+if mode == 'removed' then redis.call('HSETNX', KEYS[3], 'removed_at', scraped_iso) end
 -- score 0 for all members: the index is read by lexical range (ZRANGEBYLEX)
 redis.call('ZADD', KEYS[4], 0, event_id .. ':' .. bookmaker)
 if expire_at_ms ~= '0' then
