@@ -1,0 +1,222 @@
+"""SQLAlchemy 2 ORM models of the PostgreSQL schema.
+
+The table and column names are a contract: the flusher, the warm-up and the
+history readers rely on them. Alembic revisions under ``migrations/versions``
+create exactly this schema; ``availability.db.migrate.check`` fails when the
+two drift apart.
+
+Key points:
+
+* ``line`` is ``NULL`` for a market without a line; ``0.0`` is a real line.
+  The unique keys are declared ``NULLS NOT DISTINCT`` (PostgreSQL 15+), so a
+  ``NULL`` line is one value that never duplicates and never equals ``0.0``
+  (failure 3 in DOMAIN.md was a ``COALESCE(line, 0)`` index that merged them).
+* ``unavailable_at`` ``NULL`` means available; it arrives in revision 0002
+  together with the partial indexes that find the unavailable markets of an
+  event.
+* ``scraped_at`` is the scrape time whose state a row reflects; writers refuse
+  to overwrite a row with an older one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Double,
+    Identity,
+    Index,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "TRANSITIONS",
+    "BECAME_UNAVAILABLE",
+    "BECAME_AVAILABLE",
+    "Base",
+    "MarketOddsMixin",
+    "MarketOdds",
+    "CompetitorMarketOdds",
+    "MarketAvailabilityHistory",
+    "AvailabilitySnapshot",
+]
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BECAME_UNAVAILABLE = "became_unavailable"
+BECAME_AVAILABLE = "became_available"
+TRANSITIONS: tuple[str, str] = (BECAME_UNAVAILABLE, BECAME_AVAILABLE)
+
+# Both partial indexes use this predicate; the migration spells it the same way.
+UNAVAILABLE_PREDICATE = "unavailable_at IS NOT NULL"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _tstz(nullable: bool, **kw: Any) -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=nullable, **kw)
+
+
+class MarketOddsMixin:
+    """Columns shared by ``market_odds`` and ``competitor_market_odds``."""
+
+    # sort_order keeps ``id`` first, before a subclass's own columns (``source``)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True, sort_order=-1)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    betpawa_market_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # NULL = a market without a line; 0.0 is a real line (a handicap of zero).
+    line: Mapped[float | None] = mapped_column(Double, nullable=True)
+    betpawa_market_name: Mapped[str] = mapped_column(Text, nullable=False)
+    handicap_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    handicap_home: Mapped[float | None] = mapped_column(Double, nullable=True)
+    handicap_away: Mapped[float | None] = mapped_column(Double, nullable=True)
+    outcomes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    market_groups: Mapped[list[str] | None] = mapped_column(JSONB, nullable=True)
+    # odds last changed
+    captured_at: Mapped[datetime] = _tstz(False)
+    # last scrape that saw the market, changed or not
+    last_confirmed_at: Mapped[datetime] = _tstz(False)
+    # the scrape time whose state this row reflects (never overwritten by an older one)
+    scraped_at: Mapped[datetime] = _tstz(False)
+    # NULL = available; otherwise when the market was first seen missing (revision 0002)
+    unavailable_at: Mapped[datetime | None] = _tstz(True)
+
+    def __repr__(self) -> str:
+        source = getattr(self, "source", None)
+        where = f"source={source!r}, " if source is not None else ""
+        return (
+            f"{type(self).__name__}({where}event_id={self.event_id!r}, "
+            f"betpawa_market_id={self.betpawa_market_id!r}, line={self.line!r}, "
+            f"unavailable_at={self.unavailable_at!r})"
+        )
+
+
+class MarketOdds(MarketOddsMixin, Base):
+    """Current state of the home bookmaker's (BetPawa) markets."""
+
+    __tablename__ = "market_odds"
+    __table_args__ = (
+        UniqueConstraint(
+            "event_id",
+            "betpawa_market_id",
+            "line",
+            name="uq_market_odds_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index(
+            "ix_market_odds_unavailable",
+            "event_id",
+            postgresql_where=text(UNAVAILABLE_PREDICATE),
+        ),
+    )
+
+
+class CompetitorMarketOdds(MarketOddsMixin, Base):
+    """Current state of the competitors' markets; ``source`` is the bookmaker slug."""
+
+    __tablename__ = "competitor_market_odds"
+
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "source",
+            "event_id",
+            "betpawa_market_id",
+            "line",
+            name="uq_competitor_market_odds_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index(
+            "ix_competitor_market_odds_unavailable",
+            "source",
+            "event_id",
+            postgresql_where=text(UNAVAILABLE_PREDICATE),
+        ),
+    )
+
+
+class MarketAvailabilityHistory(Base):
+    """Append-only availability transitions (failure 9: they must be recorded).
+
+    The unique key covers the whole transition including ``at``, so a replayed
+    write (``INSERT ... ON CONFLICT DO NOTHING``) never duplicates a row, also
+    for a ``NULL`` line.
+    """
+
+    __tablename__ = "market_availability_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    bookmaker: Mapped[str] = mapped_column(Text, nullable=False)
+    betpawa_market_id: Mapped[str] = mapped_column(Text, nullable=False)
+    line: Mapped[float | None] = mapped_column(Double, nullable=True)
+    transition: Mapped[str] = mapped_column(Text, nullable=False)
+    at: Mapped[datetime] = _tstz(False)
+    recorded_at: Mapped[datetime] = _tstz(False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(
+            "transition IN ('became_unavailable', 'became_available')",
+            name="transition",
+        ),
+        UniqueConstraint(
+            "event_id",
+            "bookmaker",
+            "betpawa_market_id",
+            "line",
+            "transition",
+            "at",
+            name="uq_market_availability_history_transition",
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index(None, "event_id", "bookmaker", "at"),
+    )
+
+    def __repr__(self) -> str:
+        return (
+            f"MarketAvailabilityHistory(event_id={self.event_id!r}, bookmaker={self.bookmaker!r}, "
+            f"betpawa_market_id={self.betpawa_market_id!r}, line={self.line!r}, "
+            f"transition={self.transition!r}, at={self.at!r})"
+        )
+
+
+class AvailabilitySnapshot(Base):
+    """One row per (event, bookmaker): the last applied scrape and event-level times."""
+
+    __tablename__ = "availability_snapshots"
+
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    bookmaker: Mapped[str] = mapped_column(Text, primary_key=True)
+    # the last applied scrape time; warm-up restores it to keep refusing stale scrapes
+    last_scraped_at: Mapped[datetime] = _tstz(False)
+    captured_at: Mapped[datetime | None] = _tstz(True)
+    last_confirmed_at: Mapped[datetime | None] = _tstz(True)
+    # the event vanished from the bookmaker's listing
+    removed_at: Mapped[datetime | None] = _tstz(True)
+    updated_at: Mapped[datetime] = _tstz(False, server_default=func.now())
+
+    def __repr__(self) -> str:
+        return (
+            f"AvailabilitySnapshot(event_id={self.event_id!r}, bookmaker={self.bookmaker!r}, "
+            f"last_scraped_at={self.last_scraped_at!r}, removed_at={self.removed_at!r})"
+        )
