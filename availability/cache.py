@@ -252,10 +252,10 @@ class MarketCache:
                     f"confirmed_empty: True but {len(markets)} markets were given for {where}"
                 )
         except InvalidScrape as exc:
-            return _Prepared(None, None, getattr(scrape, "event_id", None), getattr(scrape, "bookmaker", None),
-                             None, ScrapeOutcome(scrape.event_id if isinstance(scrape.event_id, int) else None,
-                                                 scrape.bookmaker if isinstance(scrape.bookmaker, str) else None,
-                                                 None, INVALID, error=exc))
+            event = scrape.event_id if isinstance(scrape.event_id, int) else None
+            bookmaker_ = scrape.bookmaker if isinstance(scrape.bookmaker, str) else None
+            return _Prepared(None, None, event, bookmaker_, None,
+                             ScrapeOutcome(event, bookmaker_, None, INVALID, error=exc))
         if mode == "removed":
             completeness = "empty"
         elif not markets:
