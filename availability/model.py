@@ -57,6 +57,15 @@ class MarketKey(NamedTuple):
 # ---------------------------------------------------------------- key normalisation
 
 
+def _to_float(value: int | float | Decimal) -> float:
+    """``float(value)``, or NaN when it has none (an ``int`` beyond float range,
+    a signaling NaN), so the callers' finiteness check rejects it as bad input."""
+    try:
+        return float(value)
+    except (OverflowError, ValueError):
+        return math.nan
+
+
 def normalize_market_id(value: Any) -> str:
     """A market id as text: non-empty ``str`` (an ``int`` is accepted and converted)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -83,11 +92,11 @@ def normalize_line(value: Any) -> float | None:
     if isinstance(value, bool):
         raise InvalidMarketKey(f"line: expected a number or None, got boolean {value!r}")
     if isinstance(value, (int, float)):
-        number = float(value)
+        number = _to_float(value)
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise InvalidMarketKey(f"line: expected a finite number, got {value!r}")
-        number = float(value)
+        number = _to_float(value)
     elif isinstance(value, str):
         try:
             parsed = Decimal(value.strip())
@@ -230,7 +239,7 @@ def _optional_number(value: Any, where: str, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise InvalidScrape(f"{where}: {name}: expected a finite number or None, got {value!r}")
-    number = float(value)
+    number = _to_float(value)
     if not math.isfinite(number):
         raise InvalidScrape(f"{where}: {name}: expected a finite number or None, got {value!r}")
     return number + 0.0
@@ -254,7 +263,7 @@ def _outcome(raw: Any, where: str, index: int) -> dict:
     odds = raw.get("odds")
     if isinstance(odds, bool) or not isinstance(odds, (int, float, Decimal)):
         raise InvalidScrape(f"{here} ({name!r}): odds: expected a finite positive number, got {odds!r}")
-    odds_f = float(odds)
+    odds_f = _to_float(odds)
     if not math.isfinite(odds_f) or odds_f <= 0:
         raise InvalidScrape(f"{here} ({name!r}): odds: expected a finite positive number, got {odds!r}")
     is_active = raw.get("is_active", True)
