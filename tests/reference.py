@@ -1,0 +1,193 @@
+"""A pure, in-memory reference of :class:`availability.cache.MarketCache`.
+
+Built on :func:`availability.detection.detect_availability_changes` and the
+model's normalisation, with no I/O, so the Lua script can be checked against
+it (``test_cache_differential.py``, ``test_cache_race.py``). It mirrors the
+cache's rules, including the order in which they are checked:
+
+1. an empty list without ``confirmed_empty`` (or a partial one) is
+   ``ignored_empty`` before anything else: nothing changes, the clock does not
+   move;
+2. a scrape not newer than the last applied one is ``stale``: nothing changes;
+3. an event removal with nothing cached is ``applied`` but writes nothing
+   (the clock does not move either);
+4. rows sharing a key are merged; present markets are stored and cleared if
+   they were unavailable; only a complete (or confirmed-empty) scrape stamps
+   the missing ones, each once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from availability.cache import APPLIED, IGNORED_EMPTY, STALE, Scrape, ScrapeOutcome
+from availability.detection import detect_availability_changes
+from availability.errors import InvalidScrape
+from availability.keys import validate_bookmaker, validate_event_id
+from availability.model import (
+    CachedMarket,
+    CachedSnapshot,
+    MarketKey,
+    coerce_market,
+    decode_market,
+    encode_market,
+    key_sort_order,
+    merge_markets,
+    to_utc,
+)
+
+__all__ = ["Expected", "ReferenceCache", "RefState", "outcome_of"]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What an outcome must say: compare with :func:`outcome_of`."""
+
+    status: str
+    became_unavailable: tuple[MarketKey, ...] = ()
+    became_available: tuple[MarketKey, ...] = ()
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+def outcome_of(outcome: ScrapeOutcome) -> Expected:
+    """The part of a real outcome the reference predicts."""
+    return Expected(
+        outcome.status,
+        tuple(outcome.became_unavailable),
+        tuple(outcome.became_available),
+        outcome.new,
+        outcome.changed,
+        outcome.unchanged,
+    )
+
+
+@dataclass
+class RefState:
+    """One event at one bookmaker."""
+
+    markets: dict[MarketKey, CachedMarket] = field(default_factory=dict)
+    last_scraped_at: datetime | None = None
+    captured_at: datetime | None = None
+    last_confirmed_at: datetime | None = None
+
+
+def _sorted(keys: Iterable[MarketKey]) -> tuple[MarketKey, ...]:
+    return tuple(sorted(keys, key=key_sort_order))
+
+
+def _canonical(market: CachedMarket, unavailable_at: datetime | None) -> CachedMarket:
+    """The market as the cache stores it (its canonical encoding, decoded)."""
+    return decode_market(encode_market(market), unavailable_at)
+
+
+class ReferenceCache:
+    """State per ``(event_id, bookmaker)``; a missing entry is an event never applied."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[int, str], RefState] = {}
+
+    # ------------------------------------------------------------ writes
+
+    def apply(self, scrape: Scrape) -> Expected:
+        """Mirror :meth:`MarketCache.apply_scrape` (raises ``InvalidScrape`` like it)."""
+        event_id = validate_event_id(scrape.event_id)
+        bookmaker = validate_bookmaker(scrape.bookmaker)
+        at = to_utc(scrape.scraped_at, "scraped_at")
+        where = f"event {event_id} at {bookmaker}"
+        markets = [coerce_market(m, f"{where}: markets[{i}]") for i, m in enumerate(scrape.markets)]
+        if scrape.confirmed_empty and markets:
+            raise InvalidScrape(f"confirmed_empty: True but {len(markets)} markets were given for {where}")
+        if not markets and not (scrape.confirmed_empty and scrape.complete):
+            return Expected(IGNORED_EMPTY)
+        return self._apply(event_id, bookmaker, at, markets, complete=scrape.complete, removed=False)
+
+    def mark_event_removed(self, event_id: int, bookmaker: str, at: datetime) -> Expected:
+        """Mirror :meth:`MarketCache.mark_event_removed`."""
+        return self._apply(validate_event_id(event_id), validate_bookmaker(bookmaker),
+                           to_utc(at, "at"), [], complete=True, removed=True)
+
+    def _apply(
+        self,
+        event_id: int,
+        bookmaker: str,
+        at: datetime,
+        markets: list[CachedMarket],
+        *,
+        complete: bool,
+        removed: bool,
+    ) -> Expected:
+        state = self.states.get((event_id, bookmaker))
+        if state is not None and state.last_scraped_at is not None and at <= state.last_scraped_at:
+            return Expected(STALE)
+        if removed and (state is None or not state.markets):
+            return Expected(APPLIED)
+        if state is None:
+            state = self.states[(event_id, bookmaker)] = RefState()
+
+        previous = list(state.markets.values())
+        merged = merge_markets(markets)
+        new = changed = unchanged = 0
+        became_available: list[MarketKey] = []
+        for key, market in merged.items():
+            old = state.markets.get(key)
+            if old is None:
+                new += 1
+            elif encode_market(old) != encode_market(market):
+                changed += 1
+            else:
+                unchanged += 1
+            if old is not None and old.unavailable_at is not None:
+                became_available.append(key)
+            state.markets[key] = _canonical(market, None)
+
+        became_unavailable: list[MarketKey] = []
+        if complete:
+            stamped, cleared, _ = detect_availability_changes(previous, merged.values(), at)
+            # detection and the loop above must agree on what returned
+            assert _sorted(m.key for m in cleared) == _sorted(became_available)
+            for market in stamped:
+                state.markets[market.key] = dataclasses.replace(market, unavailable_at=at)
+                became_unavailable.append(market.key)
+
+        state.last_scraped_at = at
+        if new or changed:
+            state.captured_at = at
+        if merged:
+            state.last_confirmed_at = at
+        return Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
+
+    # ------------------------------------------------------------ reads
+
+    def snapshot(self, event_id: int, bookmaker: str) -> CachedSnapshot | None:
+        """What :meth:`MarketCache.get_snapshot` must return."""
+        state = self.states.get((event_id, bookmaker))
+        if state is None:
+            return None
+        return CachedSnapshot(
+            event_id=event_id,
+            bookmaker=bookmaker,
+            captured_at=state.captured_at,
+            last_confirmed_at=state.last_confirmed_at,
+            markets=tuple(sorted(state.markets.values(), key=lambda m: key_sort_order(m.key))),
+            last_scraped_at=state.last_scraped_at,
+        )
+
+    def pairs(self) -> list[tuple[int, str]]:
+        return sorted(self.states)
+
+
+def replay(scrapes: Iterable[Any]) -> ReferenceCache:
+    """A reference with ``scrapes`` applied in order (``("removed", event, bookmaker, at)``
+    tuples stand for :meth:`ReferenceCache.mark_event_removed`)."""
+    ref = ReferenceCache()
+    for s in scrapes:
+        if isinstance(s, tuple) and s and s[0] == "removed":
+            ref.mark_event_removed(*s[1:])
+        else:
+            ref.apply(s)
+    return ref
