@@ -60,12 +60,15 @@ def _database_url() -> str:
 
 
 def _configure_options() -> dict:
-    return dict(
+    options = dict(
         target_metadata=target_metadata,
         compare_type=True,
         compare_server_default=True,
-        autogenerate_plugins=AUTOGENERATE_PLUGINS,
     )
+    if AUTOGENERATE_PLUGINS is not None:
+        # Alembic's defaults, CHECK constraints by name, partial-index predicates
+        options["autogenerate_plugins"] = AUTOGENERATE_PLUGINS
+    return options
 
 
 def run_migrations_offline() -> None:

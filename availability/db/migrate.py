@@ -24,6 +24,7 @@ without it a changed partial-index predicate would go unnoticed by ``check``.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -36,9 +37,13 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.operations import ops
 from alembic.runtime.migration import MigrationContext
-from alembic.runtime.plugins import Plugin, _all_plugins
-from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy import MetaData, Table
+
+try:  # the plugin API arrived in Alembic 1.18
+    from alembic.runtime.plugins import Plugin
+    from alembic.util import DispatchPriority, PriorityDispatchResult
+except ImportError:  # pragma: no cover - older Alembic: no predicate comparison
+    Plugin = None  # type: ignore[assignment,misc]
 
 from availability.db.engine import create_engine, redact_url
 from availability.errors import ConfigurationError
@@ -60,13 +65,25 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_ENV = "AVAILABILITY_MIGRATIONS"
 PARTIAL_INDEX_PLUGIN = "availability.partial_index_predicates"
-# What env.py passes as ``autogenerate_plugins``: Alembic's defaults, CHECK
-# constraints compared by name (opt-in since Alembic 1.19.2) and ours.
-AUTOGENERATE_PLUGINS = [
-    "alembic.autogenerate.*",
-    "alembic.ext.checkconstraint_byname",
-    PARTIAL_INDEX_PLUGIN,
-]
+
+
+def _autogenerate_plugins() -> list[str] | None:
+    """What env.py passes as ``autogenerate_plugins``: Alembic's defaults, CHECK
+    constraints compared by name (opt-in since Alembic 1.19.2) and ours;
+    ``None`` (Alembic's own default) on an Alembic without plugins."""
+    if Plugin is None:  # pragma: no cover
+        return None
+    plugins = ["alembic.autogenerate.*", PARTIAL_INDEX_PLUGIN]
+    try:
+        has_check_plugin = importlib.util.find_spec("alembic.ext.checkconstraint_byname") is not None
+    except ModuleNotFoundError:  # pragma: no cover - no alembic.ext package
+        has_check_plugin = False
+    if has_check_plugin:
+        plugins.insert(1, "alembic.ext.checkconstraint_byname")
+    return plugins
+
+
+AUTOGENERATE_PLUGINS: list[str] | None = _autogenerate_plugins()
 
 
 # ---------------------------------------------------------------- locating the scripts
@@ -109,7 +126,8 @@ def alembic_config(
     """
     root = project_root()
     config = Config(str(root / "alembic.ini"), stdout=stdout if stdout is not None else io.StringIO())
-    config.set_main_option("script_location", str(root / "migrations"))
+    # ConfigParser interpolates '%': escape it in case the path holds one
+    config.set_main_option("script_location", str(root / "migrations").replace("%", "%%"))
     config.attributes["configure_logger"] = False
     if database_url is not None:
         config.attributes["database_url"] = database_url
@@ -238,5 +256,10 @@ def _setup_plugin(plugin: Plugin) -> None:
     )
 
 
-if PARTIAL_INDEX_PLUGIN not in _all_plugins:
-    _setup_plugin(Plugin(PARTIAL_INDEX_PLUGIN))
+if Plugin is not None:
+    try:
+        _plugin = Plugin(PARTIAL_INDEX_PLUGIN)
+    except ValueError:  # already registered (module reloaded)
+        pass
+    else:
+        _setup_plugin(_plugin)
