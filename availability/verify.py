@@ -1,0 +1,145 @@
+"""Verify: does PostgreSQL hold what the cache holds?
+
+Run after the flushers caught up (``availability flush --once``, or a
+flusher lag of zero): every (event, bookmaker) snapshot and every market is
+compared, field by field, between Redis and PostgreSQL. An empty list means
+they agree::
+
+    mismatches = await verify(cache, database_url)
+    for m in mismatches:
+        print(m)   # event 1234 at betpawa, market 18@2.5: unavailable_at differs: redis=... postgres=None
+
+Kinds of :class:`Mismatch`: ``snapshot_missing_in_postgres``,
+``snapshot_missing_in_redis``, ``last_scraped_at``, ``missing_in_postgres``
+(a cached market without a row), ``missing_in_redis`` (a row the cache does
+not hold), ``payload`` (odds, name, handicap or groups differ) and
+``unavailable_at``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import psycopg
+
+from availability.cache import MarketCache
+from availability.db.convert import HOME_BOOKMAKER, row_to_market
+from availability.db.engine import libpq_url
+from availability.model import CachedMarket, CachedSnapshot, decode_market, encode_market, format_ts, key_to_field
+from availability.warm import PgSnapshot, load_snapshots
+
+__all__ = ["Mismatch", "verify", "KINDS"]
+
+KINDS = (
+    "snapshot_missing_in_postgres",
+    "snapshot_missing_in_redis",
+    "last_scraped_at",
+    "missing_in_postgres",
+    "missing_in_redis",
+    "payload",
+    "unavailable_at",
+)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One difference between Redis and PostgreSQL."""
+
+    kind: str
+    event_id: int
+    bookmaker: str
+    market: str | None = None  # the market field, e.g. "18@2.5"
+    redis: Any = None
+    postgres: Any = None
+
+    def __str__(self) -> str:
+        where = f"event {self.event_id} at {self.bookmaker}"
+        if self.market is not None:
+            where += f", market {self.market}"
+        what = {
+            "snapshot_missing_in_postgres": "cached in Redis, no row in PostgreSQL",
+            "snapshot_missing_in_redis": "in PostgreSQL, not cached in Redis",
+            "missing_in_postgres": "cached in Redis, no row in PostgreSQL",
+            "missing_in_redis": "row in PostgreSQL, not cached in Redis",
+        }.get(self.kind)
+        if what is not None:
+            return f"{where}: {what}"
+        return f"{where}: {self.kind} differs: redis={_show(self.redis)} postgres={_show(self.postgres)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "event_id": self.event_id,
+            "bookmaker": self.bookmaker,
+            "market": self.market,
+            "redis": _show(self.redis),
+            "postgres": _show(self.postgres),
+        }
+
+
+def _show(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, CachedMarket):
+        return {"name": value.betpawa_market_name, "outcomes": value.outcomes, "market_groups": value.market_groups,
+                "handicap": [value.handicap_type, value.handicap_home, value.handicap_away]}
+    if hasattr(value, "tzinfo"):
+        return format_ts(value)
+    return value
+
+
+def _compare(redis_snap: CachedSnapshot | None, pg: PgSnapshot | None, event_id: int, bookmaker: str) -> list[Mismatch]:
+    if pg is None:
+        return [Mismatch("snapshot_missing_in_postgres", event_id, bookmaker)]
+    if redis_snap is None:
+        return [Mismatch("snapshot_missing_in_redis", event_id, bookmaker)]
+    out: list[Mismatch] = []
+    pg_last = pg.last_scraped_at
+    if pg_last != redis_snap.last_scraped_at:
+        out.append(Mismatch("last_scraped_at", event_id, bookmaker, None, redis_snap.last_scraped_at, pg_last))
+    cached = {key_to_field(m.key): m for m in redis_snap.markets}
+    stored = {}
+    for row in pg.rows:
+        market = row_to_market(row)
+        stored[key_to_field(market.key)] = market
+    for field in sorted(cached.keys() | stored.keys()):
+        c, s = cached.get(field), stored.get(field)
+        if s is None:
+            out.append(Mismatch("missing_in_postgres", event_id, bookmaker, field))
+        elif c is None:
+            out.append(Mismatch("missing_in_redis", event_id, bookmaker, field))
+        else:
+            if encode_market(c) != encode_market(s):
+                out.append(Mismatch("payload", event_id, bookmaker, field, c, decode_market(encode_market(s))))
+            if c.unavailable_at != s.unavailable_at:
+                out.append(Mismatch("unavailable_at", event_id, bookmaker, field, c.unavailable_at, s.unavailable_at))
+    return out
+
+
+async def verify(
+    cache: MarketCache,
+    database_url: str,
+    event_ids: Iterable[int] | None = None,
+    *,
+    home_bookmaker: str = HOME_BOOKMAKER,
+) -> list[Mismatch]:
+    """Compare Redis with PostgreSQL for ``event_ids`` (default: every snapshot
+    either side knows). Returns the differences, sorted by event and bookmaker."""
+    wanted = None if event_ids is None else sorted(set(event_ids))
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+        stored = {(s.event_id, s.bookmaker): s async for s in load_snapshots(conn, wanted, home_bookmaker=home_bookmaker)}
+    if wanted is None:
+        pairs: set[tuple[int, str]] = set()
+        for shard in cache.keys.all_shards():
+            pairs.update(await cache.list_snapshots(shard))
+        events = sorted({e for e, _ in pairs} | {e for e, _ in stored})
+    else:
+        events = wanted
+    cached: dict[tuple[int, str], CachedSnapshot] = {}
+    for i in range(0, len(events), 200):
+        cached.update(await cache.get_snapshots(events[i : i + 200]))
+    out: list[Mismatch] = []
+    for event_id, bookmaker in sorted(cached.keys() | stored.keys()):
+        out += _compare(cached.get((event_id, bookmaker)), stored.get((event_id, bookmaker)), event_id, bookmaker)
+    return out

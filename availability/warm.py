@@ -1,0 +1,221 @@
+"""Warm-up: reload the cache from PostgreSQL after Redis lost its data.
+
+While a shard is cold (its ``ready`` key is missing: Redis restarted empty,
+or the deployment is new), ``apply_scrape`` refuses every scrape of that
+shard: the outcome's status is ``cold`` (:meth:`MarketCache.apply_scrape`
+raises :class:`~availability.errors.CacheNotReady`). Workers should keep the
+scrape and retry it after warm-up, or simply wait for the next cycle. That
+refusal is what keeps a cold cache honest: an empty cache would report every
+market as new, and would miss every market that disappeared while it was
+empty (nothing to compare with, so nothing stamped).
+
+:func:`warm` writes each (event, bookmaker) snapshot PostgreSQL holds --
+markets with their canonical payload, ``unavailable_at`` stamps, the meta hash
+with ``last_scraped_at`` (so stale scrapes are still refused) and the
+``snapshots`` index -- with one small Lua script per snapshot
+(``lua/warm_snapshot.lua``) that writes only when Redis has no newer state of
+that snapshot. Then it marks every shard ready. On an empty database it only
+marks the shards ready (a new deployment).
+
+What warm-up cannot bring back: records that Redis lost before a flusher
+wrote them (with ``appendonly yes`` and ``appendfsync everysec``, at most
+about one second of scrapes). Those scrapes are simply re-derived: the next
+scrape of each event is compared with what PostgreSQL had.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, AsyncIterator, Iterable
+
+import psycopg
+import structlog
+
+from availability.cache import MarketCache
+from availability.db.convert import HOME_BOOKMAKER, row_to_market
+from availability.db.engine import libpq_url
+from availability.model import encode_market, format_ts, key_to_field, market_key, to_micros
+
+__all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
+
+log = structlog.get_logger("availability.warm")
+
+_SCRIPT = resources.files("availability").joinpath("lua", "warm_snapshot.lua").read_text()
+_PIPELINE = 100  # snapshots per round trip
+
+
+@dataclass
+class WarmStats:
+    snapshots: int = 0  # snapshots written to Redis
+    markets: int = 0
+    unavailable: int = 0
+    skipped: int = 0  # Redis already had the same or a newer scrape of the snapshot
+    seconds: float = 0.0
+
+
+@dataclass
+class PgSnapshot:
+    """One (event, bookmaker) as PostgreSQL holds it."""
+
+    event_id: int
+    bookmaker: str
+    last_scraped_at: datetime | None
+    captured_at: datetime | None
+    last_confirmed_at: datetime | None
+    removed_at: datetime | None
+    rows: list[dict[str, Any]]
+
+    def meta(self) -> dict[str, str]:
+        """The meta hash as ``apply_scrape.lua`` writes it."""
+        last = self.last_scraped_at or max(r["scraped_at"] for r in self.rows)
+        unavailable = sum(1 for r in self.rows if r["unavailable_at"] is not None)
+        meta = {
+            "event_id": str(self.event_id),
+            "bookmaker": self.bookmaker,
+            "last_scraped_us": str(to_micros(last)),
+            "last_scraped_at": format_ts(last),
+            "markets": str(len(self.rows)),
+            "unavailable": str(unavailable),
+        }
+        captured = self.captured_at or max((r["captured_at"] for r in self.rows), default=None)
+        confirmed = self.last_confirmed_at or max((r["last_confirmed_at"] for r in self.rows), default=None)
+        if captured is not None:
+            meta["captured_at"] = format_ts(captured)
+        if confirmed is not None:
+            meta["last_confirmed_at"] = format_ts(confirmed)
+        if self.removed_at is not None:
+            meta["removed_at"] = format_ts(self.removed_at)
+        return meta
+
+
+_SNAPSHOTS_SQL = """
+SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at
+FROM availability_snapshots {where}
+"""
+_MARKETS_SQL = """
+SELECT * FROM (
+    SELECT event_id, %(home)s::text AS bookmaker, betpawa_market_id, line, betpawa_market_name, handicap_type,
+           handicap_home, handicap_away, outcomes, market_groups, captured_at, last_confirmed_at, scraped_at,
+           unavailable_at
+    FROM market_odds {where}
+    UNION ALL
+    SELECT event_id, source, betpawa_market_id, line, betpawa_market_name, handicap_type,
+           handicap_home, handicap_away, outcomes, market_groups, captured_at, last_confirmed_at, scraped_at,
+           unavailable_at
+    FROM competitor_market_odds {where}
+) AS m ORDER BY event_id, bookmaker
+"""
+
+
+async def load_snapshots(
+    conn: psycopg.AsyncConnection,
+    event_ids: Iterable[int] | None = None,
+    *,
+    home_bookmaker: str = HOME_BOOKMAKER,
+) -> AsyncIterator[PgSnapshot]:
+    """Every snapshot PostgreSQL holds (or those of ``event_ids``), in
+    ``(event_id, bookmaker)`` order, each with its market rows."""
+    params: dict[str, Any] = {"home": home_bookmaker}
+    where = ""
+    if event_ids is not None:
+        params["events"] = sorted(set(event_ids))
+        where = "WHERE event_id = ANY(%(events)s::bigint[])"
+    async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
+        heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
+
+    def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
+        head = heads.pop(key, None) or {}
+        return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
+                          head.get("last_confirmed_at"), head.get("removed_at"), rows)
+
+    # a server-side cursor: the market tables are streamed, not loaded whole
+    async with conn.transaction():
+        async with conn.cursor(name="availability_warm", row_factory=psycopg.rows.dict_row) as cur:
+            await cur.execute(_MARKETS_SQL.format(where=where), params)
+            current: tuple[int, str] | None = None
+            rows: list[dict[str, Any]] = []
+            async for row in cur:
+                key = (row["event_id"], row["bookmaker"])
+                if key != current:
+                    if current is not None:
+                        yield snapshot(current, rows)
+                    current, rows = key, []
+                rows.append(row)
+            if current is not None:
+                yield snapshot(current, rows)
+    for key in sorted(heads):  # snapshots without market rows
+        yield snapshot(key, [])
+
+
+def _script_args(snap: PgSnapshot) -> list[Any]:
+    meta = snap.meta()
+    args: list[Any] = [str(snap.event_id), snap.bookmaker, meta["last_scraped_us"], str(len(meta))]
+    for name, value in meta.items():
+        args += [name, value]
+    markets: list[Any] = []
+    stamps: list[Any] = []
+    for row in snap.rows:
+        market = row_to_market(row)
+        field = key_to_field(market_key(market.betpawa_market_id, market.line))
+        markets += [field, encode_market(market)]
+        if market.unavailable_at is not None:
+            stamps += [field, format_ts(market.unavailable_at)]
+    return [*args, str(len(markets) // 2), *markets, str(len(stamps) // 2), *stamps]
+
+
+async def warm(
+    cache: MarketCache,
+    database_url: str,
+    *,
+    home_bookmaker: str = HOME_BOOKMAKER,
+    event_ids: Iterable[int] | None = None,
+) -> WarmStats:
+    """Reload the cache from PostgreSQL, then mark every shard ready.
+
+    Safe to run while workers run (they are refused as ``cold`` until the end)
+    and safe to run twice: a snapshot Redis already holds at the same or a
+    newer scrape is left alone. ``event_ids`` limits the reload to some events
+    (the shards are still marked ready).
+    """
+    started = time.perf_counter()
+    stats = WarmStats()
+    await cache.ensure_config()
+    script = cache.client.register_script(_SCRIPT)
+    is_cluster = cache.client.__class__.__name__ == "RedisCluster"
+
+    async def send(batch: list[PgSnapshot]) -> None:
+        calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s), s) for s in batch]
+        if is_cluster:
+            replies = [await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a) for k, a, _ in calls]
+        else:
+            pipe = cache.client.pipeline(transaction=False)
+            for k, a, _ in calls:
+                await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a, client=pipe)
+            replies = await pipe.execute()
+        for reply in replies:
+            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            if status == "warmed":
+                stats.snapshots += 1
+                stats.markets += int(reply[1])
+                stats.unavailable += int(reply[2])
+            else:
+                stats.skipped += 1
+
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+        batch: list[PgSnapshot] = []
+        async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker):
+            batch.append(snap)
+            if len(batch) >= _PIPELINE:
+                await send(batch)
+                batch = []
+        if batch:
+            await send(batch)
+    await cache.mark_ready()
+    stats.seconds = time.perf_counter() - started
+    log.info("warm.done", snapshots=stats.snapshots, markets=stats.markets, unavailable=stats.unavailable,
+             skipped=stats.skipped, seconds=round(stats.seconds, 3))
+    return stats
