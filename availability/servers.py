@@ -567,8 +567,9 @@ class RedisServer:
                 )
             client = self._client(timeout=1.0)
             try:
-                if client.ping():
+                if client.ping() and self._answers_as_ours(client):
                     return
+                last_error = ServerStartError(f"another server answers on port {self._port}")
             except redis.RedisError as exc:  # not listening yet, or still loading data
                 last_error = exc
             finally:
@@ -579,6 +580,11 @@ class RedisServer:
                     f"{self.startup_timeout:.0f} s (last error: {last_error}){_log_tail(self.log_path)}"
                 )
             time.sleep(0.02)
+
+    def _answers_as_ours(self, client: Any) -> bool:
+        """Whether the server behind ``client`` is our process (not another one on the port)."""
+        assert self._proc is not None
+        return int(client.info("server").get("process_id", -1)) == self._proc.pid
 
     def _discard_process(self) -> None:
         if self._proc is not None:
@@ -605,10 +611,11 @@ class RedisServer:
         if self._proc.poll() is None:
             client = self._client(timeout=timeout)
             try:
-                client.shutdown(save=save, nosave=not save)
+                # Only ever shut down our own process, never whatever else holds the port.
+                if self._answers_as_ours(client):
+                    client.shutdown(save=save, nosave=not save)
             except redis.RedisError:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.send_signal(signal.SIGTERM)
+                pass  # SIGTERM below
             finally:
                 client.close()
             _stop_process(self._proc, signal.SIGTERM, timeout)
@@ -946,8 +953,11 @@ class PostgresServer:
                 )
             try:
                 with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
-                    conn.execute("SELECT 1")
-                return
+                    row = conn.execute("SHOW data_directory").fetchone()
+                # Another server may hold the port while ours fails to bind it.
+                if row is not None and Path(row[0]).resolve() == Path(str(self.data_dir)).resolve():
+                    return
+                last_error = ServerStartError(f"another server answers on port {self._port}")
             except psycopg.Error as exc:  # not listening yet, or "starting up"
                 last_error = exc
             if time.monotonic() > deadline:
