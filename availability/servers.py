@@ -487,8 +487,17 @@ class RedisServer:
         if self.running:
             return self
         executable = self.executable or find_redis_server()
-        if self._dir is None:
-            self._dir = _mkdtemp("availability-redis-", self.workdir)
+        if self._dir is not None:
+            return self._start_on_a_port(executable)
+        self._dir = _mkdtemp("availability-redis-", self.workdir)
+        try:
+            return self._start_on_a_port(executable)
+        except BaseException:  # a first start that failed leaves nothing behind
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            raise
+
+    def _start_on_a_port(self, executable: str) -> Self:
         attempts = 1 if self._port_pinned else 3
         for attempt in range(1, attempts + 1):
             port = self._port if self._port_pinned and self._port is not None else free_port()
@@ -881,10 +890,18 @@ class PostgresServer:
         if self.running:
             return self
         bin_dir = self.bin_dir or find_postgres_bin()
-        if self._base is None:
-            self._prepare_dirs()
-        if not self._initialized:
+        if self._initialized:
+            return self._start_on_a_port(bin_dir)
+        try:
+            if self._base is None:
+                self._prepare_dirs()
             self._initdb(bin_dir)
+            return self._start_on_a_port(bin_dir)
+        except BaseException:  # a first start that failed leaves nothing behind
+            self._remove_dirs()
+            raise
+
+    def _start_on_a_port(self, bin_dir: Path) -> Self:
         attempts = 1 if self._port_pinned else 3
         for attempt in range(1, attempts + 1):
             port = self._port if self._port_pinned and self._port is not None else free_port()
@@ -1009,11 +1026,14 @@ class PostgresServer:
             self.stop()
         finally:
             _unregister(self)
-            for folder in {self._base, self._socket_dir}:
-                if folder is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
-            self._base = self._socket_dir = None
-            self._initialized = False
+            self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        for folder in {self._base, self._socket_dir}:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._base = self._socket_dir = None
+        self._initialized = False
 
     def __enter__(self) -> Self:
         try:

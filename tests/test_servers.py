@@ -98,9 +98,13 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
-def test_a_missing_redis_binary_raises_a_clear_error(tmp_path: Path) -> None:
+def test_a_failed_start_raises_a_clear_error_and_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(ServerStartError, match="could not run"):
-        RedisServer(executable=str(tmp_path / "no-such-redis-server")).start()
+        RedisServer(executable=str(tmp_path / "no-such-redis-server"), workdir=tmp_path / "redis").start()
+    assert list((tmp_path / "redis").iterdir()) == []
+    with pytest.raises(ServerStartError):
+        PostgresServer(bin_dir=tmp_path / "no-such-bin", workdir=tmp_path / "pg").start()
+    assert list((tmp_path / "pg").iterdir()) == []
 
 
 # ---------------------------------------------------------------- Redis
