@@ -22,6 +22,7 @@ What a cycle looks like, per bookmaker:
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -448,21 +449,41 @@ class Feed:
 
     def scrape(self, event_id: int, bookmaker: str, cycle: int) -> ScrapeResult | None:
         """The scrape of one event at one bookmaker, or ``None`` when it is not listed."""
+        return self.scrape_with_truth(event_id, bookmaker, cycle)[0]
+
+    def scrape_with_truth(
+        self, event_id: int, bookmaker: str, cycle: int
+    ) -> tuple[ScrapeResult | None, list[CachedMarket]]:
+        """The scrape, and the markets it shows as the cache must store them
+        (split rows merged; a partial page's share; nothing for a failed or
+        empty page)."""
         if not self.is_listed(event_id, bookmaker, cycle):
-            return None
+            return None, []
         fetch = self._fetch(event_id, bookmaker, cycle)
         kickoff = self.kickoff(event_id)
         if fetch.kind == "failed":
             return ScrapeResult(event_id, bookmaker, None, fetch.scraped_at,
-                                error=f"{bookmaker}: HTTP 503 fetching event {event_id}", kickoff=kickoff)
+                                error=f"{bookmaker}: HTTP 503 fetching event {event_id}", kickoff=kickoff), []
         if fetch.kind == "empty":  # "successful" but empty: says nothing about what disappeared
-            return ScrapeResult(event_id, bookmaker, [], fetch.scraped_at, kickoff=kickoff)
-        rows = self._rows(self.offer(event_id, bookmaker, cycle), event_id, bookmaker, cycle)
+            return ScrapeResult(event_id, bookmaker, [], fetch.scraped_at, kickoff=kickoff), []
+        offer = self.offer(event_id, bookmaker, cycle)
+        rows = self._rows(offer, event_id, bookmaker, cycle)
         if fetch.kind == "partial":
             share = 0.3 + 0.5 * _unit(self._seed, _S_PARTIAL, event_id, self._bm[bookmaker], cycle)
             rows = rows[: max(1, int(len(rows) * share))]
-            return ScrapeResult(event_id, bookmaker, rows, fetch.scraped_at, complete=False, kickoff=kickoff)
-        return ScrapeResult(event_id, bookmaker, rows, fetch.scraped_at, kickoff=kickoff)
+            shown = {market_key(r["betpawa_market_id"], r["line"]) for r in rows}
+            # a market split over two rows may be cut between them: only its first half is shown
+            partial = {}
+            for r in rows:
+                key = market_key(r["betpawa_market_id"], r["line"])
+                partial.setdefault(key, []).extend(r["outcomes"])
+            truth = [
+                dataclasses.replace(m, outcomes=partial[m.key]) if len(partial[m.key]) != len(m.outcomes) else m
+                for m in offer
+                if m.key in shown
+            ]
+            return ScrapeResult(event_id, bookmaker, rows, fetch.scraped_at, complete=False, kickoff=kickoff), truth
+        return ScrapeResult(event_id, bookmaker, rows, fetch.scraped_at, kickoff=kickoff), offer
 
     def scrapes(
         self, cycle: int, event_ids: Iterable[int] | None = None, bookmakers: Iterable[str] | None = None
