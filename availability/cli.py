@@ -297,6 +297,206 @@ def verify(app: App, events: tuple[int, ...], as_json: bool) -> None:
         click.echo("verify: Redis and PostgreSQL agree")
 
 
+# ---------------------------------------------------------------- operator commands: inspect, stats, keys, demo
+# The logic is in availability.ops and availability.demo; these only wire options.
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    # a pipe or a file gets full lines, not an 80-column guess
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@cli.command()
+@click.argument("event", type=click.IntRange(1))
+@click.argument("bookmaker", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the decoded snapshots as JSON.")
+@pass_app
+def inspect(app: App, event: int, bookmaker: str | None, as_json: bool) -> None:
+    """Show an event's cached markets: odds, available or unavailable since when.
+
+    EVENT is the event id; BOOKMAKER (e.g. betpawa) limits it to one bookmaker.
+    Reads Redis only, writes nothing. Exit status 1 when nothing is cached.
+    """
+    from availability import ops
+    from availability.keys import validate_bookmaker
+
+    if bookmaker is not None:
+        try:
+            validate_bookmaker(bookmaker)
+        except AvailabilityError as exc:
+            raise click.BadParameter(str(exc), param_hint="BOOKMAKER") from None
+
+    async def main() -> Any:
+        async with app.cache(check=False) as cache:
+            await ops.check_deployment(cache)
+            return await ops.inspect_event(cache, event, bookmaker)
+
+    report = app.run(main)
+    if as_json:
+        _echo_json(report)
+    else:
+        ops.render_inspect(report, _stdout_console())
+    if not report["snapshots"]:
+        where = f" at {bookmaker}" if bookmaker else ""
+        raise Failure(f"event {event}{where}: nothing cached under prefix {app.settings.prefix!r}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@click.option("--samples", type=click.IntRange(0), default=20, show_default=True,
+              help="Snapshots measured with MEMORY USAGE for the bytes-per-market estimate.")
+@pass_app
+def stats(app: App, as_json: bool, samples: int) -> None:
+    """Per shard: stream length, consumer lag, pending, dead letters, cached events and markets.
+
+    Also Redis memory per cached market (MEMORY USAGE of sampled snapshots).
+    Reads Redis only, writes nothing.
+    """
+    from availability import ops
+
+    async def main() -> Any:
+        async with app.cache(check=False) as cache:
+            await ops.check_deployment(cache)
+            return await ops.shard_stats(cache, memory_samples=samples)
+
+    report = app.run(main)
+    if as_json:
+        _echo_json(report)
+    else:
+        ops.render_stats(report, _stdout_console())
+
+
+@cli.command()
+@click.argument("event", type=click.IntRange(1))
+@click.argument("bookmaker")
+@click.option("--json", "as_json", is_flag=True, help="Print the key names and commands as JSON.")
+@pass_app
+def keys(app: App, event: int, bookmaker: str, as_json: bool) -> None:
+    """Print the exact Redis keys of EVENT at BOOKMAKER and the redis-cli commands to read them.
+
+    Needs no server: the names follow from --prefix and --shards alone (both
+    must match the deployment's).
+    """
+    from availability import ops
+
+    try:
+        report = ops.key_listing(app.keys, event, bookmaker, app.settings.redis_url)
+    except AvailabilityError as exc:
+        raise click.BadParameter(str(exc), param_hint="BOOKMAKER") from None
+    if as_json:
+        _echo_json(report)
+    else:
+        ops.render_keys(report, _stdout_console())
+
+
+@cli.command()
+@click.option("--events", type=click.IntRange(1, 100_000), default=60, show_default=True,
+              help="Events in the synthetic feed (production: ~1,300).")
+@click.option("--cycles", type=click.IntRange(1, 10_000), default=6, show_default=True,
+              help="Scrape cycles (5 minutes of feed time each).")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Scraper worker processes.")
+@click.option("--flushers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Flusher processes.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the feed: same seed, same run.")
+@click.option("--market-scale", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Share of the ~170 BetPawa / ~72 competitor markets per event.")
+@click.option("--keep", is_flag=True, help="Leave the servers up afterwards, print how to reach them, wait for Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve the flushers' Prometheus metrics on PORT, PORT+1, ...")
+@click.pass_context
+def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: int, seed: int,
+         market_scale: float, keep: bool, as_json: bool, metrics_port: int | None) -> None:
+    """Run the whole pipeline on a synthetic feed, then verify it.
+
+    Without REDIS_URL / DATABASE_URL, real Redis and PostgreSQL servers are
+    started for the run and stopped afterwards (also on Ctrl-C). Worker
+    processes scrape the feed (some slow, delivering late and twice, so stale
+    scrapes are refused), flusher processes write PostgreSQL; then the
+    streams are drained and the cache is checked against the feed's pure
+    reference replay and against PostgreSQL (verify).
+
+    Exit status 0 when everything agrees, 1 when anything differs.
+    """
+    import os
+    import time
+
+    from rich.console import Console
+
+    from availability import demo as demo_mod
+
+    app: App = ctx.obj
+    settings = app.settings
+    root = ctx.find_root().params
+    # the demo's own output is the progress line and the report; logs only when asked for
+    explicit_level = root.get("log_level") or os.environ.get("AVAILABILITY_LOG_LEVEL")
+    configure_logging(explicit_level or "WARNING", settings.log_json)
+    options = demo_mod.DemoOptions(
+        events=events, cycles=cycles, workers=workers, flushers=flushers, seed=seed,
+        market_scale=market_scale, prefix=settings.prefix, shards=settings.shards,
+        metrics_port=metrics_port, log_level=explicit_level or "ERROR",
+    )
+    err = Console(stderr=True, highlight=False)
+    out = _stdout_console()
+    display = demo_mod.ProgressDisplay(err)
+
+    def kept(running: Any, report: dict[str, Any]) -> None:
+        display.stop()
+        if as_json:
+            _echo_json(report)
+        else:
+            demo_mod.render_report(report, out, servers_kept=bool(running.started))
+        lines = demo_mod.keep_servers_hint(running, report, err)
+        if not running.started:
+            lines = ["(the servers are yours, not the demo's: nothing to keep up)", *lines]
+        else:
+            lines = ["", "servers left running; press Ctrl-C to stop them:", *lines]
+        for line in lines:
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+        if not running.started:
+            return
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            err.print("stopping the servers")
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        report = demo_mod.run(options, settings.redis_url, settings.database_url, show=display,
+                              keep=kept if keep else None)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise Failure(f"cannot reach Redis at {redact_url(settings.redis_url or '')}: {_one_line(exc)}") from None
+    except psycopg.OperationalError as exc:
+        raise Failure(f"cannot reach PostgreSQL at {redact_url(settings.database_url or '')}: {_one_line(exc)}") from None
+    except ConfigurationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    except AvailabilityError as exc:
+        raise Failure(_one_line(exc)) from None
+    except KeyboardInterrupt:
+        raise Failure("interrupted: every server and process the demo started was stopped") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        display.stop()
+    if not keep:
+        if as_json:
+            _echo_json(report)
+        else:
+            demo_mod.render_report(report, out)
+    if not report["ok"]:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="availability")
