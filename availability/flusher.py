@@ -61,9 +61,9 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_never,
     stop_when_event_set,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from availability import metrics
@@ -683,7 +683,13 @@ class Flusher:
     # ------------------------------------------------------------ one batch
 
     async def _flush(self, entries: list[StreamEntry]) -> None:
+        # One read may hand us several batches (COUNT applies per stream): keep the
+        # ones still waiting claimed, so no other flusher takes them over as idle.
+        refreshed = time.monotonic()
         for i in range(0, len(entries), self.batch_size):
+            if time.monotonic() - refreshed > self.claim_idle_ms / 4000:
+                await self._keep_claimed(entries[i:])
+                refreshed = time.monotonic()
             await self._flush_batch(entries[i : i + self.batch_size])
 
     async def _flush_batch(self, entries: list[StreamEntry]) -> None:
@@ -767,7 +773,7 @@ class Flusher:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient_pg),
-            wait=wait_exponential_jitter(initial=0.05, max=self.max_backoff_s, jitter=0.05),
+            wait=wait_exponential(multiplier=0.05, max=self.max_backoff_s) + wait_random(0, 0.05),
             stop=stop_when_event_set(self._stop),  # type: ignore[arg-type]
             before_sleep=before_sleep,
             sleep=self._sleep,
