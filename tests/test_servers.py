@@ -72,6 +72,16 @@ def _wait_until(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
+def _redis(url: str, **options: object) -> redis.Redis:
+    """A sync client that does not retry (a retry only waits on a server that is down)."""
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+
+
+def _ping(url: str) -> bool:
+    with _redis(url) as client:
+        return bool(client.ping())
+
+
 def _pg_fails(url: str) -> bool:
     try:
         psycopg.connect(url, connect_timeout=2).close()
@@ -146,10 +156,10 @@ def test_redis_stop_then_start_is_an_outage_on_the_same_port() -> None:
         server.stop()
         assert not server.running
         with pytest.raises(redis.ConnectionError):
-            redis.Redis.from_url(server.url, socket_connect_timeout=1).ping()
+            _ping(server.url)
         server.start()
         assert server.port == port
-        assert redis.Redis.from_url(server.url).ping()
+        assert _ping(server.url)
 
 
 def test_redis_extra_args_enable_persistence_across_a_crash() -> None:
@@ -166,9 +176,9 @@ def test_redis_extra_args_enable_persistence_across_a_crash() -> None:
 def test_redis_with_a_password() -> None:
     with RedisServer(password="s3cr3t") as server:
         assert server.url == f"redis://:s3cr3t@127.0.0.1:{server.port}/0"
-        assert redis.Redis.from_url(server.url).ping()
+        assert _ping(server.url)
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0)).ping()
+            _ping(f"redis://127.0.0.1:{server.port}/0")
         assert "s3cr3t" not in redact_url(server.url)
 
 
@@ -282,7 +292,7 @@ def test_servers_starts_what_is_missing_and_stops_it(monkeypatch: pytest.MonkeyP
     with servers() as running:
         assert running.started == ["redis", "postgres"]
         assert running.redis is not None and running.postgres is not None
-        assert redis.Redis.from_url(running.redis_url).ping()
+        assert running.redis_url is not None and _ping(running.redis_url)
         assert running.database_url is not None
         with psycopg.connect(running.database_url) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -385,7 +395,8 @@ def test_empty_database_url_has_no_tables(empty_database_url: str) -> None:
 def test_fresh_servers_are_dedicated(fresh_redis: RedisServer, fresh_postgres: PostgresServer, redis_url: str) -> None:
     assert fresh_redis.url != redis_url
     fresh_redis.restart(empty=True)
-    assert redis.Redis.from_url(fresh_redis.url).dbsize() == 0
+    with _redis(fresh_redis.url) as client:
+        assert client.dbsize() == 0
     fresh_postgres.stop()
     assert _pg_fails(fresh_postgres.url)
     fresh_postgres.start()
