@@ -269,37 +269,56 @@ for msg in watched.values():
 
 
 class _Reaper:
-    """The per-process watchdog that stops our servers if we die without ``atexit``."""
+    """The per-process watchdog that stops our servers if we die without ``atexit``.
+
+    We keep only the raw write end of its stdin pipe (no file object: nothing
+    to flush, no lock a fork could leave held, no second close of a reused fd).
+    """
 
     _lock = threading.Lock()
+    _fd: int | None = None
     _proc: subprocess.Popen[bytes] | None = None
     _owner_pid: int | None = None
     _broken = False
 
     @classmethod
+    def _spawn(cls) -> None:
+        read_end, write_end = os.pipe()
+        try:
+            cls._proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _REAPER_SOURCE],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                process_group=0,
+            )
+        except OSError:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        os.set_inheritable(write_end, False)
+        cls._fd, cls._owner_pid = write_end, os.getpid()
+
+    @classmethod
     def _send(cls, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
         with cls._lock:
             if cls._broken:
                 return
-            if cls._proc is None or cls._owner_pid != os.getpid():
+            if cls._fd is None:
                 try:
-                    cls._proc = subprocess.Popen(
-                        [sys.executable, "-I", "-c", _REAPER_SOURCE],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        cwd="/",
-                        process_group=0,
-                    )
+                    cls._spawn()
                 except OSError as exc:  # e.g. a frozen app without a usable interpreter
                     cls._broken = True
                     _log.warning("server.watchdog_unavailable", error=str(exc))
                     return
-                cls._owner_pid = os.getpid()
-            assert cls._proc.stdin is not None
+            assert cls._fd is not None
             try:
-                cls._proc.stdin.write(json.dumps(message).encode() + b"\n")
-                cls._proc.stdin.flush()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(cls._fd, view) :]
             except OSError:
                 cls._broken = True
 
@@ -311,19 +330,20 @@ class _Reaper:
     @classmethod
     def forget(cls, pid: int) -> None:
         """``pid`` was stopped by us: nothing to do for it any more."""
-        if cls._proc is not None and cls._owner_pid == os.getpid():
+        if cls._fd is not None:
             cls._send({"op": "remove", "pid": pid})
 
     @classmethod
     def _after_fork_in_child(cls) -> None:
-        # A forked child must not keep the watchdog alive, nor talk to it.
-        proc, cls._proc, cls._owner_pid = cls._proc, None, None
-        if proc is not None and proc.stdin is not None:
+        # A forked child must not keep the parent's watchdog alive, nor talk to it;
+        # it gets a watchdog of its own if it starts servers.
+        cls._lock = threading.Lock()
+        if cls._fd is not None:
             with contextlib.suppress(OSError):
-                os.close(proc.stdin.fileno())
+                os.close(cls._fd)
+        cls._fd = cls._proc = cls._owner_pid = None
 
 
-os.register_at_fork(after_in_child=_Reaper._after_fork_in_child)
 
 
 class _Closable(Protocol):
@@ -332,7 +352,6 @@ class _Closable(Protocol):
 
 _live: dict[int, _Closable] = {}
 _live_lock = threading.Lock()
-_main_pid = os.getpid()
 
 
 def _register(server: _Closable) -> None:
@@ -343,6 +362,17 @@ def _register(server: _Closable) -> None:
 def _unregister(server: _Closable) -> None:
     with _live_lock:
         _live.pop(id(server), None)
+
+
+def _after_fork_in_child() -> None:
+    # Locks another thread held at fork time stay held in the child: replace them.
+    global _live_lock
+    _live_lock = threading.Lock()
+    _live.clear()  # the parent's servers are the parent's to stop
+    _Reaper._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
