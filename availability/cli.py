@@ -11,8 +11,8 @@
 Global options fall back to the environment (``REDIS_URL``, ``DATABASE_URL``,
 ``AVAILABILITY_*``, see :mod:`availability.settings`). Expected errors print
 one line on stderr, without a traceback: exit status 2 for usage and
-configuration errors, 1 for failures (an unreachable server is named by its
-URL, password masked).
+configuration errors and unreachable servers (named by their URL, password
+masked), 1 for failures and mismatches.
 
 Adding a command: decorate a function with ``@cli.command()`` and
 ``@pass_app``; :class:`App` holds the settings and builds what commands need
@@ -40,7 +40,7 @@ from availability.keys import KeySchema
 from availability.logs import configure_logging, redact_text, redact_url
 from availability.settings import Settings
 
-__all__ = ["App", "cli", "main", "pass_app", "Failure", "ConfigError"]
+__all__ = ["App", "cli", "main", "pass_app", "Failure", "ConfigError", "Unreachable"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,13 @@ class Failure(click.ClickException):
 
 class ConfigError(click.ClickException):
     """Missing or bad configuration (exit status 2)."""
+
+    exit_code = 2
+
+
+class Unreachable(click.ClickException):
+    """A server cannot be reached (exit status 2, like bad configuration: nothing
+    was checked, so a monitoring script can tell it from a failure or mismatch)."""
 
     exit_code = 2
 
@@ -112,10 +119,10 @@ class App:
             raise
         except (RedisConnectionError, RedisTimeoutError) as exc:
             url = redact_url(self.settings.redis_url or "")
-            raise Failure(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
+            raise Unreachable(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
         except psycopg.OperationalError as exc:
             url = redact_url(self.settings.database_url or "")
-            raise Failure(f"cannot reach PostgreSQL at {url}: {_one_line(exc)}") from None
+            raise Unreachable(f"cannot reach PostgreSQL at {url}: {_one_line(exc)}") from None
         except psycopg.Error as exc:
             raise Failure(f"PostgreSQL: {_one_line(exc)}") from None
         except ConfigurationError as exc:
@@ -180,7 +187,7 @@ def migrate(app: App) -> None:
     try:
         upgrade(url, "head")
     except sqlalchemy.exc.OperationalError as exc:
-        raise Failure(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc.orig or exc)}") from None
+        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc.orig or exc)}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise Failure(f"migration failed on {redact_url(url)}: {_one_line(exc)}") from None
     click.echo(f"migrated {redact_url(url)} to head")
@@ -239,7 +246,7 @@ async def _ping_database(url: str) -> None:
     try:
         conn = await psycopg.AsyncConnection.connect(libpq_url(url), connect_timeout=5)
     except psycopg.OperationalError as exc:
-        raise Failure(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc)}") from None
+        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc)}") from None
     await conn.close()
 
 
@@ -305,7 +312,7 @@ def _stdout_console() -> Any:
     from rich.console import Console
 
     # a pipe or a file gets full lines, not an 80-column guess
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _echo_json(data: Any) -> None:
@@ -431,6 +438,7 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
     from rich.console import Console
 
     from availability import demo as demo_mod
+    from availability.errors import ServerStartError
 
     app: App = ctx.obj
     settings = app.settings
@@ -443,7 +451,7 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
         market_scale=market_scale, prefix=settings.prefix, shards=settings.shards,
         metrics_port=metrics_port, log_level=explicit_level or "ERROR",
     )
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, emoji=False)
     out = _stdout_console()
     display = demo_mod.ProgressDisplay(err)
 
@@ -476,10 +484,10 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
         report = demo_mod.run(options, settings.redis_url, settings.database_url, show=display,
                               keep=kept if keep else None)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise Failure(f"cannot reach Redis at {redact_url(settings.redis_url or '')}: {_one_line(exc)}") from None
+        raise Unreachable(f"cannot reach Redis at {redact_url(settings.redis_url or '')}: {_one_line(exc)}") from None
     except psycopg.OperationalError as exc:
-        raise Failure(f"cannot reach PostgreSQL at {redact_url(settings.database_url or '')}: {_one_line(exc)}") from None
-    except ConfigurationError as exc:
+        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(settings.database_url or '')}: {_one_line(exc)}") from None
+    except (ConfigurationError, ServerStartError) as exc:  # bad options, or no server binaries to start
         raise ConfigError(_one_line(exc)) from None
     except AvailabilityError as exc:
         raise Failure(_one_line(exc)) from None
