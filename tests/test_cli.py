@@ -1,0 +1,328 @@
+"""The operator's commands, driven as a user drives them: a subprocess running
+``python -m availability ...`` against the suite's real servers, checked by
+its output and exit status (0 ok, 1 failure or mismatch, 2 usage, configuration
+or an unreachable server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from availability.cache import MarketCache
+from availability.demo import render_report
+from availability.servers import free_port
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+EVENT = 1234  # shard 2 of 16
+
+
+def availability(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+                 **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m availability ARGS``; ``settings`` become environment
+    variables (``REDIS_URL=...``); REDIS_URL/DATABASE_URL are unset otherwise."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
+    base.update(env or {})
+    base.update(settings)
+    return subprocess.run([sys.executable, "-m", "availability", *args], capture_output=True, text=True,
+                          env=base, timeout=timeout)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single ``Error: ...`` line of a failed command; never a traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def market(market_id: str, line: float | None, name: str, outcomes: list[tuple[str, float]],
+           active: bool = True) -> dict:
+    return {"betpawa_market_id": market_id, "betpawa_market_name": name, "line": line,
+            "handicap_type": "asian" if market_id == "16" else None,
+            "handicap_home": line if market_id == "16" else None,
+            "handicap_away": -line if market_id == "16" and line is not None else None,
+            "outcomes": [{"name": n, "odds": o, "is_active": active} for n, o in outcomes],
+            "market_groups": ["main"]}
+
+
+ONE_X_TWO = market("1", None, "1X2", [("1", 2.1), ("X", 3.3), ("2", 3.6)])
+OVER_UNDER = market("18", 2.5, "Over/Under", [("Over", 1.85), ("Under", 1.95)])
+HANDICAP_ZERO = market("16", 0.0, "Asian Handicap", [("1", 1.9), ("2", 1.9)])
+SUSPENDED = market("11", None, "Both Teams To Score", [("Yes", 1.7), ("No", 2.05)], active=False)
+
+
+@pytest.fixture
+async def cache(redis_url: str, key_prefix: str, redis_client) -> MarketCache:
+    """A warm cache under this test's prefix (its keys are deleted afterwards)."""
+    cache = MarketCache(redis_client, prefix=key_prefix)
+    await cache.mark_ready()
+    return cache
+
+
+@pytest.fixture
+async def one_event(cache: MarketCache) -> MarketCache:
+    """EVENT at betpawa: four markets, then Over/Under 2.5 gone from a complete scrape."""
+    await cache.apply_scrape(EVENT, "betpawa", [ONE_X_TWO, OVER_UNDER, HANDICAP_ZERO, SUSPENDED], T0)
+    await cache.apply_scrape(EVENT, "betpawa", [ONE_X_TWO, HANDICAP_ZERO, SUSPENDED], T0 + timedelta(minutes=5))
+    return cache
+
+
+# ---------------------------------------------------------------- help and usage
+
+
+@pytest.mark.parametrize("command", ["", "demo", "inspect", "stats", "keys", "migrate", "flush", "warm", "verify"])
+def test_every_command_has_help(command: str) -> None:
+    result = availability(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: availability")
+
+
+def test_a_bad_argument_is_one_error_line_and_exit_2() -> None:
+    result = availability("inspect", "not-a-number")
+    assert result.returncode == 2
+    assert "EVENT" in one_error_line(result)
+
+
+def test_a_bookmaker_that_is_no_slug_is_a_usage_error() -> None:
+    result = availability("keys", "1234", "Bet Pawa")
+    assert result.returncode == 2
+    assert "lowercase slug" in one_error_line(result)
+
+
+def test_an_unreachable_redis_is_named_with_its_password_masked() -> None:
+    port = free_port()
+    result = availability("stats", REDIS_URL=f"redis://ops:hunter2@127.0.0.1:{port}/0")
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert f"cannot reach Redis at redis://ops:***@127.0.0.1:{port}/0" in line
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_inspect_without_a_redis_url_says_how_to_give_one() -> None:
+    result = availability("inspect", "1234")
+    assert result.returncode == 2
+    assert "REDIS_URL" in one_error_line(result)
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_keys_prints_the_exact_key_names_and_redis_cli_commands() -> None:
+    result = availability("keys", str(EVENT), "betpawa")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "event 1234 at betpawa: shard 2 = 1234 % 16" in out
+    assert "redis-cli HGETALL '{av:2}:ev:1234:betpawa:unavailable'" in out
+    assert "redis-cli HGETALL '{av:2}:ev:1234:betpawa:markets'" in out
+    assert "redis-cli XINFO GROUPS '{av:2}:changes'" in out
+    assert "redis-cli --scan --pattern '{av:2}:ev:1234:*'" in out
+
+
+def test_keys_follow_prefix_and_shards_and_never_show_a_password() -> None:
+    result = availability("--prefix", "prod", "--shards", "64", "keys", str(EVENT), "sportybet", "--json",
+                          REDIS_URL="redis://ops:hunter2@10.1.2.3:6380/3")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["shard"] == EVENT % 64 == 18
+    names = [k["name"] for k in report["keys"]]
+    assert "{prod:18}:ev:1234:sportybet:unavailable" in names
+    assert "prod:config" in names
+    command = next(k["command"] for k in report["keys"] if k["name"].endswith(":unavailable"))
+    assert command == ("redis-cli -h 10.1.2.3 -p 6380 -n 3 --user ops --askpass "
+                       "HGETALL '{prod:18}:ev:1234:sportybet:unavailable'")
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- inspect
+
+
+async def test_inspect_shows_decoded_markets_and_since_when_they_are_unavailable(
+    one_event: MarketCache, redis_url: str, key_prefix: str
+) -> None:
+    result = availability("--prefix", key_prefix, "inspect", str(EVENT), "betpawa", REDIS_URL=redis_url)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "event 1234 at betpawa (shard 2): 4 markets, 1 unavailable" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split() and "@" in line.split()[0]}
+    assert "unavailable since 2026-11-28 12:05:00" in rows["18@2.5"]
+    assert "Over 1.85" in rows["18@2.5"]
+    assert "available" in rows["1@_"] and "2026-11-28 12:05:00" in rows["1@_"]  # last confirmed
+    assert "16@0.0" in rows  # a handicap of zero is its own market, not "no line"
+    assert "suspended" in rows["11@_"]  # suspended is not unavailable
+
+
+async def test_inspect_json_has_the_contract_field_names(one_event: MarketCache, redis_url: str,
+                                                         key_prefix: str) -> None:
+    result = availability("--prefix", key_prefix, "inspect", str(EVENT), "--json", REDIS_URL=redis_url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    (snap,) = report["snapshots"]
+    assert snap["bookmaker"] == "betpawa"
+    assert snap["last_confirmed_at"] == "2026-11-28T12:05:00.000000Z"
+    by_key = {m["key"]: m for m in snap["markets"]}
+    gone = by_key["18@2.5"]
+    assert gone["is_available"] is False
+    assert gone["unavailable_at"] == "2026-11-28T12:05:00.000000Z"
+    assert by_key["1@_"]["line"] is None and by_key["16@0.0"]["line"] == 0.0
+    assert by_key["11@_"]["is_available"] is True and by_key["11@_"]["suspended"] is True
+    assert set(gone) >= {"betpawa_market_id", "betpawa_market_name", "line", "handicap_type", "handicap_home",
+                         "handicap_away", "outcomes", "market_groups", "unavailable_at"}
+
+
+async def test_inspect_of_an_event_nothing_is_cached_for_exits_1(cache: MarketCache, redis_url: str,
+                                                                   key_prefix: str) -> None:
+    result = availability("--prefix", key_prefix, "inspect", "999", "bet9ja", REDIS_URL=redis_url)
+    assert result.returncode == 1
+    assert "event 999 at bet9ja: nothing cached" in one_error_line(result)
+
+
+# ---------------------------------------------------------------- stats
+
+
+async def test_stats_counts_stream_backlog_pending_and_memory(one_event: MarketCache, redis_url: str,
+                                                              key_prefix: str) -> None:
+    stream = one_event.keys.changes(2)
+    await one_event.client.xgroup_create(stream, "flushers", id="0")
+    await one_event.client.xreadgroup("flushers", "someone", {stream: ">"}, count=1)  # delivered, never acked
+    result = availability("--prefix", key_prefix, "stats", "--json", REDIS_URL=redis_url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    shard = report["per_shard"][2]
+    assert shard | {"groups": ["flushers"]} == shard
+    assert (shard["stream_length"], shard["pending"], shard["lag"]) == (2, 1, 1)
+    assert report["totals"]["events"] == 1 and report["totals"]["markets"] == 4
+    assert report["totals"]["unavailable"] == 1
+    assert report["totals"]["cold_shards"] == []
+    assert report["memory"]["bytes_per_market"] > 0
+
+    text = availability("--prefix", key_prefix, "stats", REDIS_URL=redis_url)
+    assert text.returncode == 0, text.stderr
+    assert "bytes per cached market" in text.stdout
+
+
+async def test_stats_refuses_a_shard_count_the_deployment_was_not_created_with(
+    one_event: MarketCache, redis_url: str, key_prefix: str
+) -> None:
+    result = availability("--prefix", key_prefix, "--shards", "8", "stats", REDIS_URL=redis_url)
+    assert result.returncode == 2
+    assert "created with 16 shards" in one_error_line(result)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def test_demo_runs_end_to_end_and_verifies_clean(redis_url: str, database_url: str, key_prefix: str,
+                                                 redis_client) -> None:
+    started = time.monotonic()
+    result = availability("--prefix", key_prefix, "demo", "--events", "8", "--cycles", "3", "--workers", "2",
+                          "--flushers", "1", "--json", REDIS_URL=redis_url, DATABASE_URL=database_url,
+                          timeout=240)
+    elapsed = time.monotonic() - started
+    assert "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verify"] == {"ok": True, "mismatches": 0, "examples": []}, report["verify"]
+    assert report["expected"]["ok"], report["expected"]
+    assert result.returncode == 0 and report["ok"]
+    scrapes = report["scrapes"]
+    assert scrapes["applied"] > 0 and scrapes["stale"] > 0  # the slow worker's late and duplicate deliveries
+    assert scrapes["results"] == sum(scrapes[k] for k in ("applied", "stale", "failed_fetches", "ignored_empty"))
+    assert scrapes["invalid"] == scrapes["errors"] == scrapes["cold"] == 0
+    pg, transitions = report["postgres"], report["transitions"]
+    assert pg["market_odds"] > 0 and pg["competitor_market_odds"] > 0
+    assert pg["market_availability_history"] == transitions["became_unavailable"] + transitions["became_available"]
+    assert pg["availability_snapshots"] == report["cache"]["snapshots"]
+    assert pg["market_odds"] + pg["competitor_market_odds"] == report["cache"]["markets"]
+    assert report["servers"]["embedded"] == []  # the given servers were used, none started
+    print(f"demo --events 8 --cycles 3: {elapsed:.1f} s")
+
+    # the same report for people
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    text = console.export_text()
+    for label in ("scrapes", "transitions", "flush", "postgres", "expected", "verify", "timings"):
+        assert f"\n  {label}" in text
+    assert text.rstrip().endswith("OK")
+
+
+async def test_demo_never_writes_into_a_prefix_that_holds_a_deployment(one_event: MarketCache, redis_url: str,
+                                                                       database_url: str, key_prefix: str) -> None:
+    result = availability("--prefix", key_prefix, "demo", "--events", "2", "--cycles", "1",
+                          REDIS_URL=redis_url, DATABASE_URL=database_url)
+    assert result.returncode == 2
+    assert f"prefix '{key_prefix}'" in one_error_line(result)
+    assert "already holds a deployment" in result.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_server_and_process_the_demo_started() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "availability", "demo", "--events", "8", "--cycles", "500",
+                             "--workers", "2", "--flushers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 90
+        lines = []
+        while time.monotonic() < deadline:  # until the second cycle runs: servers, workers, flushers all up
+            line = proc.stderr.readline()
+            lines.append(line)
+            seen |= _descendants(proc.pid)
+            if line.startswith("cycle 2/"):
+                break
+            assert line or proc.poll() is None, "".join(lines)
+        seen |= _descendants(proc.pid)
+        assert len(seen) >= 5, seen  # redis, postgres, 2 workers, 1 flusher (and helpers)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert "interrupted" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in seen if _alive(p)]
