@@ -769,7 +769,10 @@ class Flusher:
                 database=self.database_label,
                 error=f"{type(exc).__name__}: {exc}".strip(),
             )
+            metrics.LAG_SECONDS.set(max(0, time.time() - min(e.millis for e in entries) / 1000))
             await self._keep_claimed(entries)
+            with contextlib.suppress(Exception):
+                await self.refresh_gauges()
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_transient_pg),
@@ -912,36 +915,38 @@ class Flusher:
 
     # ------------------------------------------------------------ bounded streams
 
+    async def _groups(self, stream: str) -> list[dict[str, Any]]:
+        try:
+            groups = await self.client.xinfo_groups(stream)
+        except ResponseError:  # no such key
+            return []
+        return [{_text(k): v for k, v in g.items()} for g in groups]
+
+    async def refresh_gauges(self) -> None:
+        """Set the per-shard lag (undelivered) and pending (unacknowledged) gauges."""
+        for stream, shard in self._streams.items():
+            groups = await self._groups(stream)
+            metrics.PENDING_RECORDS.labels(str(shard)).set(sum(int(g.get("pending") or 0) for g in groups))
+            metrics.LAG_RECORDS.labels(str(shard)).set(sum(int(g.get("lag") or 0) for g in groups))
+
     async def trim(self) -> int:
         """Trim every shard stream below the oldest entry some group still needs
-        (its oldest pending entry, or the entry after its last delivered one),
-        and refresh the lag/pending gauges. Streams without a group are left alone."""
+        (its oldest pending entry, or the entry after its last delivered one).
+        Streams without a group are left alone. Also refreshes the gauges."""
         trimmed = 0
-        for stream, shard in self._streams.items():
-            try:
-                groups = await self.client.xinfo_groups(stream)
-            except ResponseError:  # no such key
-                continue
-            if not groups:
-                continue
+        for stream in self._streams:
             floor: tuple[int, int] | None = None
-            pending_total = lag_total = 0
-            for g in groups:
-                info = {_text(k): v for k, v in g.items()}
-                pending = int(info.get("pending") or 0)
-                pending_total += pending
-                lag_total += int(info.get("lag") or 0)
-                if pending:
-                    summary = await self.client.xpending(stream, info["name"])
+            for group in await self._groups(stream):
+                if int(group.get("pending") or 0):
+                    summary = await self.client.xpending(stream, group["name"])
                     low = _id_tuple(summary["min"])
                 else:
-                    ms, seq = _id_tuple(info["last-delivered-id"])
+                    ms, seq = _id_tuple(group["last-delivered-id"])
                     low = (ms, seq + 1)
                 floor = low if floor is None or low < floor else floor
-            metrics.PENDING_RECORDS.labels(str(shard)).set(pending_total)
-            metrics.LAG_RECORDS.labels(str(shard)).set(lag_total)
             if floor is not None and floor > (0, 1):
                 trimmed += await self.client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+        await self.refresh_gauges()
         if trimmed:
             self._log.info("flusher.trim", entries=trimmed)
         return trimmed
