@@ -51,7 +51,6 @@ from datetime import datetime
 from typing import Any, AsyncIterator, Iterable, Sequence
 
 import psycopg
-import redis.asyncio as aioredis
 import structlog
 from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
