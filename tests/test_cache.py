@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
 import subprocess
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -18,10 +19,9 @@ from redis.exceptions import ResponseError
 from availability import keys as keys_module
 from availability.cache import MarketCache, Scrape
 from availability.coordinator import EventCoordinator, ScrapeResult
-from availability.errors import CacheNotReady, InvalidScrape
+from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape, ServerStartError
 from availability.keys import KeySchema
 from availability.model import (
-    CachedMarket,
     MarketKey,
     coerce_market,
     encode_market,
@@ -31,6 +31,7 @@ from availability.model import (
     to_micros,
 )
 from availability.records import decode_record
+from availability.servers import find_redis_cli
 from reference import ReferenceCache, outcome_of
 
 UTC = timezone.utc
@@ -352,8 +353,6 @@ async def test_cold_shard_refuses_and_writes_nothing(redis_client, key_prefix):
 
 
 async def test_shard_count_is_fixed_per_deployment(cache, redis_client, key_prefix):
-    from availability.errors import ConfigurationError
-
     other = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS + 1)
     with pytest.raises(ConfigurationError, match="shards"):
         await other.apply_scrape(EVENT, BM, [ONE_X_TWO], at(0))
@@ -438,15 +437,23 @@ async def test_one_change_record_per_applied_scrape_that_changed_or_confirmed(ca
                                                     (MarketKey("18", 2.5), "became_unavailable")])
 
 
+def redis_cli() -> str:
+    try:
+        return find_redis_cli(shutil.which("redis-server"))
+    except ServerStartError as exc:
+        pytest.skip(str(exc))
+
+
 async def test_unavailable_stamps_are_readable_with_redis_cli(cache, redis_url):
+    cli = redis_cli()
     await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5), mk("18", 0.0)], at(0))
     await cache.apply_scrape(EVENT, BM, [ONE_X_TWO], at(5) + timedelta(microseconds=7))
     key = cache.keys.unavailable(EVENT, BM)
-    out = subprocess.run(["redis-cli", "-u", redis_url, "--no-raw", "HGETALL", key],
+    out = subprocess.run([cli, "-u", redis_url, "--no-raw", "HGETALL", key],
                          capture_output=True, text=True, check=True, timeout=10).stdout
     lines = sorted(line.split(") ", 1)[1].strip('"') for line in out.strip().splitlines())
     assert lines == ["18@0.0", "18@2.5", "2026-11-28T12:05:00.000007Z", "2026-11-28T12:05:00.000007Z"]
-    raw = subprocess.run(["redis-cli", "-u", redis_url, "HGET", key, "18@0.0"],
+    raw = subprocess.run([cli, "-u", redis_url, "HGET", key, "18@0.0"],
                          capture_output=True, text=True, check=True, timeout=10).stdout
     assert raw.strip() == "2026-11-28T12:05:00.000007Z"
 
