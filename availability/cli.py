@@ -437,6 +437,8 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
 
     from rich.console import Console
 
+    import sqlalchemy.exc
+
     from availability import demo as demo_mod
     from availability.errors import ServerStartError
 
@@ -485,8 +487,12 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
                               keep=kept if keep else None)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise Unreachable(f"cannot reach Redis at {redact_url(settings.redis_url or '')}: {_one_line(exc)}") from None
-    except psycopg.OperationalError as exc:
-        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(settings.database_url or '')}: {_one_line(exc)}") from None
+    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(settings.database_url or '')}: "
+                          f"{_one_line(cause)}") from None
+    except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
+        raise Failure(f"PostgreSQL: {_one_line(exc)}") from None
     except (ConfigurationError, ServerStartError) as exc:  # bad options, or no server binaries to start
         raise ConfigError(_one_line(exc)) from None
     except AvailabilityError as exc:

@@ -148,11 +148,16 @@ class Expectation:
             return
         merged = {m.key: m for m in shown}
         stamps = snap.stamps
-        previous = [m if k not in stamps else dataclasses.replace(m, unavailable_at=stamps[k])
-                    for k, m in snap.markets.items()]
-        if not result.complete:  # a partial page stamps nothing; what it shows is back
-            previous = [m for m in previous if m.key in merged]
-        gone, back, _ = detect_availability_changes(previous, shown, result.scraped_at)
+        # Only markets that can change state go to the rules: the missing ones
+        # (none for a partial page, which stamps nothing) and the stamped ones.
+        if result.complete:
+            keys = [k for k in snap.markets if k not in merged or k in stamps]
+        else:
+            keys = [k for k in snap.markets if k in merged and k in stamps]
+        previous = [dataclasses.replace(snap.markets[k], unavailable_at=stamps[k]) if k in stamps
+                    else snap.markets[k] for k in keys]
+        gone, back, _ = detect_availability_changes(previous, [merged[k] for k in keys if k in merged],
+                                                    result.scraped_at)
         c["applied"] += 1
         c["became_unavailable"] += len(gone)
         c["became_available"] += len(back)
@@ -535,6 +540,16 @@ async def _refuse_used_prefix(redis_url: str, options: DemoOptions) -> None:
             )
 
 
+def _ping_database(database_url: str) -> None:
+    """Fail fast, before any process starts, when PostgreSQL cannot be reached
+    (``psycopg.OperationalError``, which names no password)."""
+    import psycopg
+
+    from availability.db.engine import libpq_url
+
+    psycopg.connect(libpq_url(database_url), connect_timeout=10).close()
+
+
 async def _refuse_used_database(database_url: str, event_ids: list[int]) -> None:
     import psycopg
 
@@ -784,6 +799,8 @@ def run(options: DemoOptions, redis_url: str | None = None, database_url: str | 
         startup = time.monotonic() - t0
         if "redis" not in running.started:
             asyncio.run(_refuse_used_prefix(running.redis_url, options))
+        if "postgres" not in running.started:
+            _ping_database(running.database_url)
         children = _Children(options, running.redis_url, running.database_url)
         try:
             # the children import while the parent migrates: spawning costs ~1 s of CPU each

@@ -302,6 +302,7 @@ class Feed:
         c = self.config
         self._seed = c.seed & _MASK
         self._bm = {b: _sid(b) for b in c.bookmakers}
+        self._memo: dict[tuple, CachedMarket] = {}
         self._catalog = [
             (spec, _sid(f"{spec.betpawa_market_id}@{spec.line!r}"))
             for spec in CATALOG
@@ -373,6 +374,18 @@ class Feed:
         b = self._bm[bookmaker]
         version = self._version(event_id, b, spec_id, cycle)
         suspended = _unit(self._seed, _S_SUSPEND, event_id, b, spec_id, cycle) < self.config.suspension_rate
+        # ~95% of markets are the same from one cycle to the next: build each version once
+        memo_key = (event_id, b, spec_id, version, suspended)
+        known = self._memo.get(memo_key)
+        if known is not None:
+            return known
+        if len(self._memo) > 500_000:
+            self._memo.clear()
+        self._memo[memo_key] = market = self._build(spec, spec_id, event_id, b, version, suspended)
+        return market
+
+    def _build(self, spec: MarketSpec, spec_id: int, event_id: int, b: int, version: int,
+               suspended: bool) -> CachedMarket:
         n = len(spec.outcomes)
         outcomes = []
         for i, name in enumerate(spec.outcomes):
@@ -393,7 +406,9 @@ class Feed:
         )
 
     def offer(self, event_id: int, bookmaker: str, cycle: int) -> list[CachedMarket]:
-        """Every market the bookmaker offers for the event in this cycle (empty when not listed)."""
+        """Every market the bookmaker offers for the event in this cycle (empty when not listed).
+
+        The markets are shared between calls: treat them, outcomes included, as read-only."""
         if not self.is_listed(event_id, bookmaker, cycle):
             return []
         return [

@@ -108,6 +108,16 @@ def test_an_unreachable_redis_is_named_with_its_password_masked() -> None:
     assert "hunter2" not in result.stderr + result.stdout
 
 
+def test_demo_with_an_unreachable_database_fails_before_starting_anything(redis_url: str,
+                                                                         key_prefix: str) -> None:
+    port = free_port()
+    result = availability("--prefix", key_prefix, "demo", "--events", "2", "--cycles", "1",
+                          REDIS_URL=redis_url, DATABASE_URL=f"postgresql://ops:hunter2@127.0.0.1:{port}/db")
+    assert result.returncode == 2, result.stderr
+    assert f"cannot reach PostgreSQL at postgresql://ops:***@127.0.0.1:{port}/db" in one_error_line(result)
+    assert "hunter2" not in result.stderr + result.stdout
+
+
 def test_inspect_without_a_redis_url_says_how_to_give_one() -> None:
     result = availability("inspect", "1234")
     assert result.returncode == 2
