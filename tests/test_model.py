@@ -100,6 +100,7 @@ def test_non_finite_lines_are_rejected(value):
     message = str(info.value)
     assert message.startswith("line:")
     assert "finite" in message
+    assert repr(value) in message
 
 
 @pytest.mark.parametrize("value", [True, False])
