@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis.exceptions import ResponseError
+
 from availability.cache import MarketCache, snapshot_from_hashes
 from availability.keys import KeySchema, validate_bookmaker, validate_event_id
 from availability.model import CachedSnapshot, format_ts, key_to_field, parse_ts
@@ -160,7 +162,7 @@ async def stream_backlog(cache: MarketCache, shards: range | list[int] | None = 
         if length:
             try:
                 groups = await cache.client.xinfo_groups(keys.changes(s))
-            except Exception:  # the stream vanished between XLEN and XINFO
+            except ResponseError:  # the stream vanished between XLEN and XINFO
                 groups = []
         lag = pending = 0
         names = []
