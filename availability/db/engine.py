@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
 
 from availability.errors import ConfigurationError
+from availability.logs import redact_url  # one implementation for every URL
 
 __all__ = [
     "SQLALCHEMY_SCHEME",
@@ -70,15 +71,6 @@ def libpq_url(url: str) -> str:
     """The URL for ``psycopg.connect`` / libpq: plain ``postgresql://``."""
     _, rest = _split(url)
     return f"{_LIBPQ_SCHEME}://{rest}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password masked, for logs and error messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: show only the scheme, if any
-        scheme, sep, _ = str(url).partition("://")
-        return f"{scheme}://***" if sep else "***"
 
 
 def create_engine(url: str, **kwargs: Any) -> Engine:
