@@ -364,6 +364,7 @@ class MarketCache:
         """The event vanished from the bookmaker's listing at ``at``: stamp its
         available markets, under the same compare-and-set and staleness rules
         as a scrape. Only call it from a listing that was fetched completely."""
+        to_utc(at, "at")
         outcome = await self._apply(Scrape(event_id, bookmaker, [], at, True, True), mode="removed")
         if outcome.error is not None:
             raise outcome.error
@@ -468,9 +469,24 @@ class MarketCache:
         return sorted(self.keys.parse_snapshot_member(m)[1] for m in members)
 
     async def list_snapshots(self, shard: int) -> list[tuple[int, str]]:
-        """Every (event, bookmaker) indexed in one shard."""
+        """Every (event, bookmaker) cached in one shard.
+
+        Index entries whose keys expired (``expires_at``) are pruned on the way."""
         members = await self.client.zrange(self.keys.snapshots(shard), 0, -1)
-        return [self.keys.parse_snapshot_member(m) for m in members]
+        pairs = [self.keys.parse_snapshot_member(m) for m in members]
+        if not pairs:
+            return []
+        if self._is_cluster:
+            alive = [await self.client.exists(self.keys.meta(e, b)) for e, b in pairs]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for e, b in pairs:
+                pipe.exists(self.keys.meta(e, b))
+            alive = await pipe.execute()
+        expired = [m for m, a in zip(members, alive) if not a]
+        if expired:
+            await self.client.zrem(self.keys.snapshots(shard), *expired)
+        return [p for p, a in zip(pairs, alive) if a]
 
 
 def snapshot_from_hashes(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -44,6 +45,8 @@ __all__ = [
 
 UTC = timezone.utc
 _NO_LINE = "_"
+# plain decimal or scientific notation; Decimal() alone would also take "2_5" and "NaN"
+_NUMERIC_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _KEY_SEPARATOR = "@"
 
 
@@ -98,6 +101,8 @@ def normalize_line(value: Any) -> float | None:
             raise InvalidMarketKey(f"line: expected a finite number, got {value!r}")
         number = _to_float(value)
     elif isinstance(value, str):
+        if not _NUMERIC_TEXT.match(value.strip()):
+            raise InvalidMarketKey(f"line: expected a finite numeric string like '2.5', got {value!r}")
         try:
             parsed = Decimal(value.strip())
         except InvalidOperation:

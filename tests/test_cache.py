@@ -392,6 +392,29 @@ async def test_keys_expire_when_expires_at_is_given(cache, redis_client):
     assert len([r for r in await records(cache, EVENT + 2) if r.event_id == EVENT + 2]) == 2
 
 
+async def test_a_hash_created_by_a_later_scrape_keeps_the_snapshot_expiry(cache, redis_client):
+    now = datetime.now(UTC)
+    expires = now + timedelta(hours=1)
+    await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk()], now, expires_at=expires)
+    assert not await redis_client.exists(cache.keys.unavailable(EVENT, BM))
+    # the first stamp creates the unavailable hash, from a scrape that names no expiry
+    await cache.apply_scrape(EVENT, BM, [ONE_X_TWO], now + timedelta(seconds=1))
+    assert await stamps(cache)
+    for key in (cache.keys.markets(EVENT, BM), cache.keys.unavailable(EVENT, BM), cache.keys.meta(EVENT, BM)):
+        assert 3_500_000 < await redis_client.pttl(key) <= 3_600_000, key
+
+
+async def test_expired_snapshots_leave_the_shard_index(cache, redis_client):
+    now = datetime.now(UTC)
+    await cache.apply_scrape(EVENT, BM, [ONE_X_TWO], now, expires_at=now + timedelta(milliseconds=200))
+    await cache.apply_scrape(EVENT + cache.keys.shards, BM, [ONE_X_TWO], now)  # same shard, no expiry
+    shard = cache.keys.shard_of(EVENT)
+    assert sorted(await cache.list_snapshots(shard)) == [(EVENT, BM), (EVENT + cache.keys.shards, BM)]
+    await asyncio.sleep(0.4)
+    assert await cache.list_snapshots(shard) == [(EVENT + cache.keys.shards, BM)]
+    assert await redis_client.zcard(cache.keys.snapshots(shard)) == 1
+
+
 # ---------------------------------------------------------------- change records
 
 
@@ -618,7 +641,7 @@ async def test_bad_input_is_rejected_naming_field_and_value_and_writes_nothing(
 
 async def test_bad_input_to_mark_event_removed(cache, redis_client, key_prefix):
     before = await dump(redis_client, key_prefix)
-    with pytest.raises(InvalidScrape, match=r"scraped_at: .*naive"):
+    with pytest.raises(InvalidScrape, match=r"^at: .*naive"):
         await cache.mark_event_removed(EVENT, BM, datetime(2026, 11, 28))
     with pytest.raises(InvalidScrape, match=r"bookmaker: .*'Bet9ja'"):
         await cache.mark_event_removed(EVENT, "Bet9ja", at(0))

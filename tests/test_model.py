@@ -109,7 +109,7 @@ def test_boolean_lines_are_rejected(value):
         normalize_line(value)
 
 
-@pytest.mark.parametrize("value", ["", "   ", "abc", "2.5x", "O 2.5", "0x10", "2,5"])
+@pytest.mark.parametrize("value", ["", "   ", "abc", "2.5x", "O 2.5", "0x10", "2,5", "2_5", "1e"])
 def test_non_numeric_and_empty_strings_are_rejected(value):
     with pytest.raises(InvalidMarketKey) as info:
         normalize_line(value)

@@ -130,7 +130,11 @@ redis.call('HSET', KEYS[3], unpack(meta))
 if mode == 'removed' then redis.call('HSETNX', KEYS[3], 'removed_at', scraped_iso) end
 -- score 0 for all members: the index is read by lexical range (ZRANGEBYLEX)
 redis.call('ZADD', KEYS[4], 0, event_id .. ':' .. bookmaker)
+-- A scrape without an expiry keeps the one an earlier scrape set, so a hash
+-- created later (e.g. the first stamp) never outlives the others.
+if expire_at_ms == '0' then expire_at_ms = redis.call('HGET', KEYS[3], 'expire_at_ms') or '0' end
 if expire_at_ms ~= '0' then
+  redis.call('HSET', KEYS[3], 'expire_at_ms', expire_at_ms)
   for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], expire_at_ms) end
 end
 
