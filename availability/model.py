@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Iterable, Mapping, NamedTuple
 
 import msgpack
@@ -101,15 +101,11 @@ def normalize_line(value: Any) -> float | None:
             raise InvalidMarketKey(f"line: expected a finite number, got {value!r}")
         number = _to_float(value)
     elif isinstance(value, str):
-        if not _NUMERIC_TEXT.match(value.strip()):
+        text = value.strip()
+        if not _NUMERIC_TEXT.match(text):
             raise InvalidMarketKey(f"line: expected a finite numeric string like '2.5', got {value!r}")
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidMarketKey(f"line: expected a numeric string, got {value!r}") from None
-        if not value.strip() or not parsed.is_finite():
-            raise InvalidMarketKey(f"line: expected a finite numeric string, got {value!r}")
-        number = float(parsed)
+        # float() of a plain decimal string rounds exactly as float(Decimal(text)) does
+        number = float(text)
     else:
         raise InvalidMarketKey(
             f"line: expected a number, numeric string or None, got {value!r} ({type(value).__name__})"

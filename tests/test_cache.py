@@ -418,7 +418,7 @@ async def test_expired_snapshots_leave_the_shard_index(cache, redis_client):
 # ---------------------------------------------------------------- change records
 
 
-async def test_one_change_record_per_applied_scrape_that_changed_or_confirmed(cache):
+async def test_one_change_record_per_applied_scrape_and_none_for_refused_ones(cache):
     outcomes = [
         await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5), mk("18", 0.0)], at(0)),  # new
         await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5), mk("18", 0.0)], at(1)),  # confirmed only
@@ -427,20 +427,22 @@ async def test_one_change_record_per_applied_scrape_that_changed_or_confirmed(ca
         await cache.apply_scrape(EVENT, BM, [], at(3)),  # ignored: no record
         await cache.apply_scrape(EVENT, BM, [mk("18", 0.0)], at(4), complete=False),  # returns, partial
         await cache.mark_event_removed(EVENT, BM, at(5)),  # stamps all
-        await cache.mark_event_removed(EVENT, BM, at(6)),  # nothing left to stamp, nothing seen: no record
+        await cache.mark_event_removed(EVENT, BM, at(6)),  # nothing left to stamp: a record all the same,
+        # so PostgreSQL's last applied scrape time keeps up with Redis's
     ]
     assert [o.status for o in outcomes] == ["applied"] * 3 + ["stale", "ignored_empty"] + ["applied"] * 3
     recs = await records(cache)
     with_record = [o for o in outcomes if o.stream_id]
     assert [r.stream_id for r in recs] == [o.stream_id for o in with_record]
-    assert [r.scraped_at for r in recs] == [at(0), at(1), at(2), at(4), at(5)]
+    assert [r.scraped_at for r in recs] == [at(0), at(1), at(2), at(4), at(5), at(6)]
     assert [(r.kind, r.completeness) for r in recs] == [
         ("scrape", "complete"), ("scrape", "complete"), ("scrape", "complete"), ("scrape", "partial"),
-        ("removed", "empty"),
+        ("removed", "empty"), ("removed", "empty"),
     ]
     assert all((r.event_id, r.bookmaker) == (EVENT, BM) for r in recs)
 
-    first, confirm, change, partial, removed = recs
+    first, confirm, change, partial, removed, removed_again = recs
+    assert removed_again.changes == () and removed_again.present == ()
     assert first.present == (MarketKey("1", None), MarketKey("18", 2.5), MarketKey("18", 0.0))
     assert [(c.key, c.is_new, c.odds_changed) for c in first.changes] == [
         (MarketKey("1", None), True, True), (MarketKey("18", 2.5), True, True), (MarketKey("18", 0.0), True, True)]

@@ -414,3 +414,14 @@ async def test_two_flushers_at_once_lose_nothing_duplicate_nothing_and_newest_wi
     history = query(database_url, "SELECT count(*) AS n FROM market_availability_history")[0]["n"]
     assert history == expected_transitions > 0
     assert await verify(cache, database_url) == []
+
+
+async def test_an_applied_scrape_that_changes_nothing_still_moves_postgres_clock(cache, make_flusher, database_url):
+    await cache.apply_scrape(7, "betpawa", [market("1")], at(0))
+    await cache.mark_event_removed(7, "betpawa", at(1))
+    again = await cache.mark_event_removed(7, "betpawa", at(2))  # nothing left to stamp
+    assert again.applied and not again.changed_anything and again.stream_id
+    await make_flusher().run_once()
+    rows = query(database_url, "SELECT last_scraped_at, removed_at FROM availability_snapshots")
+    assert rows == [{"last_scraped_at": at(2), "removed_at": at(1)}]
+    assert await verify(cache, database_url) == []

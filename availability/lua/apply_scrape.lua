@@ -138,13 +138,11 @@ if expire_at_ms ~= '0' then
   for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], expire_at_ms) end
 end
 
--- One change record per applied scrape that changed or confirmed anything:
--- the flushers need nothing else, so expiring cache keys never lose a change.
-local stream_id = ''
-if #record > 0 or n > 0 then
-  stream_id = redis.call('XADD', KEYS[5], '*',
+-- One change record per applied scrape: the flushers need nothing else, so
+-- expiring cache keys never lose a change, and PostgreSQL's last applied
+-- scrape time never lags Redis's (warm-up keeps refusing stale scrapes).
+local stream_id = redis.call('XADD', KEYS[5], '*',
     'v', '1', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
     'scraped_at', scraped_us, 'completeness', completeness,
     'present', present_blob, 'markets', cmsgpack.pack(record))
-end
 return {'applied', new, changed, unchanged, became_unavailable, became_available, stream_id}
