@@ -60,6 +60,10 @@ COLD = "cold"
 ERROR = "error"
 
 
+# Script calls of one MarketCache in flight at once on a Redis Cluster (see MarketCache.__init__).
+_CLUSTER_IN_FLIGHT = 32
+
+
 def _load_lua(name: str) -> str:
     return resources.files("availability").joinpath("lua", name).read_text()
 
@@ -151,7 +155,12 @@ class MarketCache:
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
     ) -> None:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        # Redis keeps its settings on the connection pool, RedisCluster on itself.
+        kwargs = (
+            getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+            or getattr(client, "connection_kwargs", None)
+            or {}
+        )
         if kwargs.get("decode_responses"):
             raise ConfigurationError("redis client: decode_responses must be False (market payloads are msgpack bytes)")
         self.client = client
@@ -161,6 +170,11 @@ class MarketCache:
         self._config_checked = False
         self._is_cluster = client.__class__.__name__ == "RedisCluster"
         self._owns_client = False
+        # On a cluster every scrape is its own EVALSHA, and redis-py's cluster client
+        # raises MaxConnectionsError (rather than waiting) once a node's pool is used
+        # up: at most this many script calls of this cache are in flight at once.
+        self._max_in_flight = max(1, min(_CLUSTER_IN_FLIGHT, int(kwargs.get("max_connections") or _CLUSTER_IN_FLIGHT)))
+        self._in_flight: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS, **kwargs: Any) -> "MarketCache":
@@ -291,8 +305,20 @@ class MarketCache:
             self._sha = await self.client.script_load(self._script)
         return self._sha
 
+    def _cluster_limiter(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._in_flight is None or self._in_flight[0] is not loop:
+            self._in_flight = (loop, asyncio.Semaphore(self._max_in_flight))
+        return self._in_flight[1]
+
     async def _run_one(self, prepared: _Prepared) -> Any:
         """EVALSHA, falling back to EVAL after SCRIPT FLUSH or a restart."""
+        if self._is_cluster:
+            async with self._cluster_limiter():
+                return await self._call_script(prepared)
+        return await self._call_script(prepared)
+
+    async def _call_script(self, prepared: _Prepared) -> Any:
         assert prepared.keys is not None and prepared.args is not None
         try:
             return await self.client.evalsha(await self._sha1(), len(prepared.keys), *prepared.keys, *prepared.args)
