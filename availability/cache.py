@@ -202,14 +202,24 @@ class MarketCache:
 
     # ------------------------------------------------------------ deployment state
 
-    async def ensure_config(self) -> None:
-        """Record the shard count on first use; refuse to run with another one."""
+    async def ensure_config(self, *, create: bool = True) -> None:
+        """Record the shard count on first use; refuse to run with another one.
+
+        ``create=False`` (read-only tools such as ``verify``) raises instead of
+        creating a deployment that does not exist, e.g. under a mistyped prefix.
+        """
         if self._config_checked:
             return
         key = self.keys.config()
-        await self.client.hsetnx(key, "shards", str(self.keys.shards))
-        await self.client.hsetnx(key, "schema", SCHEMA_VERSION)
+        if create:
+            await self.client.hsetnx(key, "shards", str(self.keys.shards))
+            await self.client.hsetnx(key, "schema", SCHEMA_VERSION)
         stored = await self.client.hget(key, "shards")
+        if stored is None and not create:
+            raise ConfigurationError(
+                f"prefix {self.keys.prefix!r}: no deployment here ({key} is missing); "
+                f"check --prefix / AVAILABILITY_PREFIX"
+            )
         if stored is not None and int(stored) != self.keys.shards:
             raise ConfigurationError(
                 f"shards: this deployment ({self.keys.prefix!r}) was created with {int(stored)} shards, "

@@ -94,8 +94,10 @@ class App:
         return self.settings.database_url
 
     @contextlib.asynccontextmanager
-    async def cache(self, *, check: bool = True) -> AsyncIterator[Any]:
-        """A connected :class:`~availability.cache.MarketCache` (pinged, shard count checked)."""
+    async def cache(self, *, check: bool = True, create: bool = True) -> AsyncIterator[Any]:
+        """A connected :class:`~availability.cache.MarketCache` (pinged, shard count checked).
+
+        ``create=False`` for read-only commands: a missing deployment is an error, not created."""
         from availability.cache import MarketCache
 
         cache = MarketCache.from_url(
@@ -105,7 +107,7 @@ class App:
         try:
             if check:
                 await cache.client.ping()
-                await cache.ensure_config()
+                await cache.ensure_config(create=create)
             yield cache
         finally:
             with contextlib.suppress(Exception):
@@ -289,7 +291,7 @@ def verify(app: App, events: tuple[int, ...], as_json: bool) -> None:
     database_url = app.database_url
 
     async def main() -> Any:
-        async with app.cache() as cache:
+        async with app.cache(create=False) as cache:
             await _ping_database(database_url)
             return await verify_cache(cache, database_url, list(events) or None,
                                       home_bookmaker=app.settings.home_bookmaker)

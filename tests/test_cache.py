@@ -358,6 +358,16 @@ async def test_shard_count_is_fixed_per_deployment(cache, redis_client, key_pref
         await other.apply_scrape(EVENT, BM, [ONE_X_TWO], at(0))
 
 
+async def test_read_only_tools_never_create_a_deployment_under_a_mistyped_prefix(redis_client, key_prefix):
+    typo = MarketCache(redis_client, prefix=key_prefix + "x")
+    with pytest.raises(ConfigurationError, match=f"prefix '{key_prefix}x': no deployment here"):
+        await typo.ensure_config(create=False)
+    assert not await redis_client.exists(typo.keys.config())
+    real = MarketCache(redis_client, prefix=key_prefix)
+    await real.ensure_config()
+    await MarketCache(redis_client, prefix=key_prefix).ensure_config(create=False)  # exists: fine
+
+
 async def test_scripts_survive_script_flush(cache, redis_client):
     assert (await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk()], at(0))).applied
     await redis_client.script_flush()
