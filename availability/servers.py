@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,8 +278,7 @@ class _Reaper:
 
     _lock = threading.Lock()
     _fd: int | None = None
-    _proc: subprocess.Popen[bytes] | None = None
-    _owner_pid: int | None = None
+    _proc: subprocess.Popen[bytes] | None = None  # kept referenced while the watchdog runs
     _broken = False
 
     @classmethod
@@ -299,7 +299,7 @@ class _Reaper:
         finally:
             os.close(read_end)
         os.set_inheritable(write_end, False)
-        cls._fd, cls._owner_pid = write_end, os.getpid()
+        cls._fd = write_end
 
     @classmethod
     def _send(cls, message: dict[str, Any]) -> None:
@@ -341,9 +341,7 @@ class _Reaper:
         if cls._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(cls._fd)
-        cls._fd = cls._proc = cls._owner_pid = None
-
-
+        cls._fd = cls._proc = None
 
 
 class _Closable(Protocol):
@@ -417,10 +415,180 @@ def _mkdtemp(prefix: str, parent: str | os.PathLike[str] | None) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
+# --------------------------------------------------------------------------- one server process
+
+
+class _EmbeddedServer(ABC):
+    """What :class:`RedisServer` and :class:`PostgresServer` share: one server
+    process on a loopback port, its output appended to :attr:`log_path`, watched
+    by the reaper, started with retries on another port when the port is lost
+    to a race, and polled until ready.
+
+    A subclass builds the command line (:meth:`_spawn`, which calls
+    :meth:`_launch`), probes readiness (:meth:`_probe`), stops its own way
+    (:meth:`stop`) and owns its directories (:meth:`_remove_dirs`).
+    """
+
+    host = LOOPBACK
+    _name: str  # in messages: "the Redis server has not been started yet"
+    _event: str  # prefix of the log events: "redis.started"
+    _program: str  # in messages: "redis-server exited with code 1 ..."
+    _ready: str  # in messages: "... did not answer PING within 15 s"
+    _poll_interval: float  # seconds between readiness probes
+    _port_taken: re.Pattern[str]  # a failed start's message when another process took the port
+    _discard_signal: signal.Signals  # stops a process we give up on (before SIGKILL of its group)
+
+    def __init__(self, port: int | None, startup_timeout: float) -> None:
+        self.startup_timeout = startup_timeout
+        self._port = port
+        self._port_pinned = port is not None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._owner_pid = os.getpid()
+
+    # -- state
+    @property
+    def port(self) -> int:
+        """The TCP port (known once started)."""
+        if self._port is None:
+            raise ServerStartError(f"the {self._name} server has not been started yet")
+        return self._port
+
+    @property
+    @abstractmethod
+    def log_path(self) -> Path | None:
+        """Where the server's output goes."""
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self.running and self._proc else None
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def __repr__(self) -> str:
+        state = f"port={self._port} pid={self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {state}>"
+
+    # -- what differs
+    @abstractmethod
+    def start(self) -> Self:
+        """Start the server and wait until it is ready; a no-op if running."""
+
+    @abstractmethod
+    def _spawn(self, binary: Any, port: int) -> None:
+        """Start the server process on ``port`` (through :meth:`_launch`)."""
+
+    @abstractmethod
+    def _probe(self) -> Exception | None:
+        """None once our own process serves the port; otherwise why not (yet)."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the server, keeping its data; a no-op when not running."""
+
+    @abstractmethod
+    def _remove_dirs(self) -> None:
+        """Remove the server's directories."""
+
+    # -- lifecycle
+    def _start_on_a_port(self, binary: Any) -> Self:
+        attempts = 1 if self._port_pinned else 3
+        for attempt in range(1, attempts + 1):
+            port = self._port if self._port_pinned and self._port is not None else free_port()
+            self._port = port
+            try:
+                self._spawn(binary, port)
+                self._wait_ready()
+            except ServerStartError as exc:
+                self._discard_process()
+                if attempt < attempts and self._port_taken.search(str(exc)):
+                    _log.debug(f"{self._event}.port_taken", port=port, attempt=attempt)
+                    continue
+                raise
+            self._port_pinned = True  # restarts keep this port
+            _register(self)
+            _log.debug(f"{self._event}.started", port=port, pid=self.pid)
+            return self
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _launch(
+        self, argv: list[str], *, cwd: Path, stop_signal: int, paths: Sequence[Path], **popen: Any
+    ) -> None:
+        """Run ``argv`` in a process group of its own, its output appended to
+        :attr:`log_path`; the reaper stops it with ``stop_signal`` (and removes
+        ``paths``) should this process die."""
+        assert self.log_path is not None
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _discard_process
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                process_group=0,
+                **popen,
+            )
+        except OSError as exc:
+            raise ServerStartError(f"could not run {argv[0]}: {exc}") from exc
+        _Reaper.watch(self._proc.pid, stop_signal, paths)
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise ServerStartError(
+                    f"{self._program} exited with code {self._proc.returncode} while starting "
+                    f"on port {self._port}{_log_tail(self.log_path)}"
+                )
+            last_error = self._probe()
+            if last_error is None:
+                return
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"{self._program} on port {self._port} did not {self._ready} within "
+                    f"{self.startup_timeout:.0f} s (last error: {last_error}){_log_tail(self.log_path)}"
+                )
+            time.sleep(self._poll_interval)
+
+    def _discard_process(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                _stop_process(self._proc, self._discard_signal, 5)
+            _Reaper.forget(self._proc.pid)
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def close(self) -> None:
+        """Stop the server and remove its directories (used on context exit)."""
+        try:
+            self.stop()
+        finally:
+            _unregister(self)
+            self._remove_dirs()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 # --------------------------------------------------------------------------- Redis
 
 
-class RedisServer:
+class RedisServer(_EmbeddedServer):
     """A throwaway ``redis-server`` on 127.0.0.1, as a context manager.
 
     Started as ``redis-server --port P --bind 127.0.0.1 --save "" --appendonly no
@@ -443,7 +611,13 @@ class RedisServer:
             server.restart(empty=True)   # same port, no data
     """
 
-    host = LOOPBACK
+    _name = "Redis"
+    _event = "redis"
+    _program = "redis-server"
+    _ready = "answer PING"
+    _poll_interval = 0.02
+    _port_taken = re.compile("Address already in use")
+    _discard_signal = signal.SIGKILL
 
     def __init__(
         self,
@@ -457,26 +631,14 @@ class RedisServer:
     ) -> None:
         if isinstance(extra_args, str):
             raise TypeError("extra_args: expected a sequence of arguments, not one string")
+        super().__init__(port, startup_timeout)
         self.extra_args = tuple(extra_args)
         self.password = password
         self.executable = executable
         self.workdir = workdir
-        self.startup_timeout = startup_timeout
-        self._port = port
-        self._port_pinned = port is not None
         self._dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._owner_pid = os.getpid()
 
     # -- state
-    @property
-    def port(self) -> int:
-        """The TCP port (known once started)."""
-        if self._port is None:
-            raise ServerStartError("the Redis server has not been started yet")
-        return self._port
-
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0`` (with ``:password@`` when one is set)."""
@@ -492,20 +654,6 @@ class RedisServer:
     def log_path(self) -> Path | None:
         """Where the server's output goes."""
         return self._dir / "redis-server.log" if self._dir else None
-
-    @property
-    def pid(self) -> int | None:
-        """The server's process id while it runs."""
-        return self._proc.pid if self.running and self._proc else None
-
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def __repr__(self) -> str:
-        state = f"port={self._port} pid={self.pid}" if self.running else "stopped"
-        return f"<RedisServer {state}>"
 
     # -- lifecycle
     def start(self) -> Self:
@@ -523,29 +671,8 @@ class RedisServer:
         try:
             return self._start_on_a_port(executable)
         except BaseException:  # a first start that failed leaves nothing behind
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+            self._remove_dirs()
             raise
-
-    def _start_on_a_port(self, executable: str) -> Self:
-        attempts = 1 if self._port_pinned else 3
-        for attempt in range(1, attempts + 1):
-            port = self._port if self._port_pinned and self._port is not None else free_port()
-            try:
-                self._spawn(executable, port)
-                self._wait_ready()
-            except ServerStartError as exc:
-                self._discard_process()
-                if attempt < attempts and "Address already in use" in str(exc):
-                    _log.debug("redis.port_taken", port=port, attempt=attempt)
-                    continue
-                raise
-            self._port = port
-            self._port_pinned = True  # restarts keep this port
-            _register(self)
-            _log.debug("redis.started", port=port, pid=self.pid)
-            return self
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _spawn(self, executable: str, port: int) -> None:
         assert self._dir is not None
@@ -561,21 +688,7 @@ class RedisServer:
         if self.password:
             argv += ["--requirepass", self.password]
         argv += list(self.extra_args)
-        self._port = port
-        assert self.log_path is not None
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _discard_process
-        try:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self._dir,
-                process_group=0,
-            )
-        except OSError as exc:
-            raise ServerStartError(f"could not run {executable}: {exc}") from exc
-        _Reaper.watch(self._proc.pid, signal.SIGTERM, [self._dir])
+        self._launch(argv, cwd=self._dir, stop_signal=signal.SIGTERM, paths=[self._dir])
 
     def _client(self, timeout: float = 2.0) -> Any:
         """A client for our own probes: no retries (a retry would only wait on a dead server)."""
@@ -592,48 +705,23 @@ class RedisServer:
             retry=Retry(NoBackoff(), 0),
         )
 
-    def _wait_ready(self) -> None:
+    def _probe(self) -> Exception | None:
         import redis
 
-        assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_error: Exception | None = None
-        while True:
-            if self._proc.poll() is not None:
-                raise ServerStartError(
-                    f"redis-server exited with code {self._proc.returncode} while starting "
-                    f"on port {self._port}{_log_tail(self.log_path)}"
-                )
-            client = self._client(timeout=1.0)
-            try:
-                if client.ping() and self._answers_as_ours(client):
-                    return
-                last_error = ServerStartError(f"another server answers on port {self._port}")
-            except redis.RedisError as exc:  # not listening yet, or still loading data
-                last_error = exc
-            finally:
-                client.close()
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"redis-server on port {self._port} did not answer PING within "
-                    f"{self.startup_timeout:.0f} s (last error: {last_error}){_log_tail(self.log_path)}"
-                )
-            time.sleep(0.02)
+        client = self._client(timeout=1.0)
+        try:
+            if client.ping() and self._answers_as_ours(client):
+                return None
+            return ServerStartError(f"another server answers on port {self._port}")
+        except redis.RedisError as exc:  # not listening yet, or still loading data
+            return exc
+        finally:
+            client.close()
 
     def _answers_as_ours(self, client: Any) -> bool:
         """Whether the server behind ``client`` is our process (not another one on the port)."""
         assert self._proc is not None
         return int(client.info("server").get("process_id", -1)) == self._proc.pid
-
-    def _discard_process(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                _stop_process(self._proc, signal.SIGKILL, 5)
-            _Reaper.forget(self._proc.pid)
-        self._proc = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
 
     def stop(self, *, save: bool = False, timeout: float = 10.0) -> None:
         """Stop the server (``SHUTDOWN NOSAVE``, or ``SHUTDOWN SAVE`` if ``save``).
@@ -686,25 +774,10 @@ class RedisServer:
                     entry.unlink(missing_ok=True)
         self.start()
 
-    def close(self) -> None:
-        """Stop the server and remove its data directory (used on context exit)."""
-        try:
-            self.stop()
-        finally:
-            _unregister(self)
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
-                self._dir = None
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _remove_dirs(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -733,7 +806,7 @@ def _server_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
 
 
-class PostgresServer:
+class PostgresServer(_EmbeddedServer):
     """A throwaway PostgreSQL cluster on 127.0.0.1, as a context manager.
 
     ``initdb`` (``--no-sync -A trust -U postgres -E UTF8 --no-locale``) into a
@@ -763,8 +836,14 @@ class PostgresServer:
             pg.start()     # same port, same data
     """
 
-    host = LOOPBACK
     superuser = "postgres"
+    _name = "PostgreSQL"
+    _event = "postgres"
+    _program = "postgres"
+    _ready = "accept connections"
+    _poll_interval = 0.05
+    _port_taken = re.compile("could not bind", re.IGNORECASE)
+    _discard_signal = signal.SIGQUIT
 
     def __init__(
         self,
@@ -776,28 +855,16 @@ class PostgresServer:
         settings: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
+        super().__init__(port, startup_timeout)
         self.bin_dir = Path(bin_dir) if bin_dir is not None else None
         self.workdir = workdir
         self.run_as = run_as if run_as is not None else (_POSTGRES_OS_USER if os.geteuid() == 0 else None)
         self.settings = dict(settings or {})
-        self.startup_timeout = startup_timeout
-        self._port = port
-        self._port_pinned = port is not None
         self._base: Path | None = None
         self._socket_dir: Path | None = None
         self._initialized = False
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._owner_pid = os.getpid()
 
     # -- state
-    @property
-    def port(self) -> int:
-        """The TCP port (known once started)."""
-        if self._port is None:
-            raise ServerStartError("the PostgreSQL server has not been started yet")
-        return self._port
-
     @property
     def url(self) -> str:
         """``postgresql://postgres@127.0.0.1:<port>/postgres`` (the maintenance database)."""
@@ -821,20 +888,6 @@ class PostgresServer:
     def log_path(self) -> Path | None:
         """Where the server's output goes."""
         return self._base / "postgres.log" if self._base else None
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's process id while it runs."""
-        return self._proc.pid if self.running and self._proc else None
-
-    @property
-    def running(self) -> bool:
-        """True while the postmaster is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def __repr__(self) -> str:
-        state = f"port={self._port} pid={self.pid}" if self.running else "stopped"
-        return f"<PostgresServer {state}>"
 
     # -- setup
     def _account(self) -> pwd.struct_passwd | None:
@@ -931,27 +984,8 @@ class PostgresServer:
             self._remove_dirs()
             raise
 
-    def _start_on_a_port(self, bin_dir: Path) -> Self:
-        attempts = 1 if self._port_pinned else 3
-        for attempt in range(1, attempts + 1):
-            port = self._port if self._port_pinned and self._port is not None else free_port()
-            try:
-                self._spawn(bin_dir, port)
-                self._wait_ready()
-            except ServerStartError as exc:
-                self._discard_process()
-                if attempt < attempts and "could not bind" in str(exc).lower():
-                    _log.debug("postgres.port_taken", port=port, attempt=attempt)
-                    continue
-                raise
-            self._port_pinned = True
-            _register(self)
-            _log.debug("postgres.started", port=port, pid=self.pid)
-            return self
-        raise AssertionError("unreachable")  # pragma: no cover
-
     def _spawn(self, bin_dir: Path, port: int) -> None:
-        assert self._base is not None and self.log_path is not None
+        assert self._base is not None
         settings = {
             "listen_addresses": LOOPBACK,
             "fsync": "off",
@@ -968,61 +1002,28 @@ class PostgresServer:
         ]  # fmt: skip
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]
-        self._port = port
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _discard_process
-        try:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self._base,
-                env=_server_env(),
-                process_group=0,
-                **self._as_user(),
-            )
-        except OSError as exc:
-            raise ServerStartError(f"could not run {argv[0]}: {exc}") from exc
         paths = [self._base] + ([self._socket_dir] if self._socket_dir != self._base else [])
-        _Reaper.watch(self._proc.pid, signal.SIGINT, [p for p in paths if p is not None])
+        self._launch(
+            argv,
+            cwd=self._base,
+            stop_signal=signal.SIGINT,
+            paths=[p for p in paths if p is not None],
+            env=_server_env(),
+            **self._as_user(),
+        )
 
-    def _wait_ready(self) -> None:
+    def _probe(self) -> Exception | None:
         import psycopg
 
-        assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_error: Exception | None = None
-        while True:
-            if self._proc.poll() is not None:
-                raise ServerStartError(
-                    f"postgres exited with code {self._proc.returncode} while starting on port "
-                    f"{self._port}{_log_tail(self.log_path)}"
-                )
-            try:
-                with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
-                    row = conn.execute("SHOW data_directory").fetchone()
-                # Another server may hold the port while ours fails to bind it.
-                if row is not None and Path(row[0]).resolve() == Path(str(self.data_dir)).resolve():
-                    return
-                last_error = ServerStartError(f"another server answers on port {self._port}")
-            except psycopg.Error as exc:  # not listening yet, or "starting up"
-                last_error = exc
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"postgres on port {self._port} did not accept connections within "
-                    f"{self.startup_timeout:.0f} s (last error: {last_error}){_log_tail(self.log_path)}"
-                )
-            time.sleep(0.05)
-
-    def _discard_process(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                _stop_process(self._proc, signal.SIGQUIT, 5)
-            _Reaper.forget(self._proc.pid)
-        self._proc = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        try:
+            with psycopg.connect(self.url, connect_timeout=2, autocommit=True) as conn:
+                row = conn.execute("SHOW data_directory").fetchone()
+            # Another server may hold the port while ours fails to bind it.
+            if row is not None and Path(row[0]).resolve() == Path(str(self.data_dir)).resolve():
+                return None
+            return ServerStartError(f"another server answers on port {self._port}")
+        except psycopg.Error as exc:  # not listening yet, or "starting up"
+            return exc
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT: open sessions are ended, data is kept).
@@ -1050,30 +1051,12 @@ class PostgresServer:
         self.stop()
         self.start()
 
-    def close(self) -> None:
-        """Stop the server and remove its directories (used on context exit)."""
-        try:
-            self.stop()
-        finally:
-            _unregister(self)
-            self._remove_dirs()
-
     def _remove_dirs(self) -> None:
         for folder in {self._base, self._socket_dir}:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
         self._base = self._socket_dir = None
         self._initialized = False
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- Redis Cluster
