@@ -214,7 +214,7 @@ class MarketCache:
         if create:
             await self.client.hsetnx(key, "shards", str(self.keys.shards))
             await self.client.hsetnx(key, "schema", SCHEMA_VERSION)
-        stored = await self.client.hget(key, "shards")
+        stored, schema = await self.client.hmget(key, ["shards", "schema"])
         if stored is None and not create:
             raise ConfigurationError(
                 f"prefix {self.keys.prefix!r}: no deployment here ({key} is missing); "
@@ -224,6 +224,12 @@ class MarketCache:
             raise ConfigurationError(
                 f"shards: this deployment ({self.keys.prefix!r}) was created with {int(stored)} shards, "
                 f"not {self.keys.shards}; keys would land in the wrong shard"
+            )
+        if schema is not None and schema.decode() != SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"schema: this deployment ({self.keys.prefix!r}) stores its data in format {schema.decode()!r}, "
+                f"this version reads and writes format {SCHEMA_VERSION!r} only; warm a fresh prefix from "
+                f"PostgreSQL (`availability --prefix NEW warm`) and point every worker at it"
             )
         self._config_checked = True
 

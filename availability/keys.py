@@ -15,7 +15,7 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
     {av:2}:changes                      stream, one record per applied scrape (read by the flushers)
     {av:2}:dead                         stream, records the flusher could never write
     {av:2}:ready                        string, set by warm-up: the shard's cache is not cold
-    av:config                           hash  shards, schema version
+    av:config                           hash  shards, schema (stored format, keys.SCHEMA_VERSION)
 
 A market field is ``<betpawa_market_id>@<line>``: ``1@_`` is a market without
 a line (1X2), ``18@0.0`` a handicap of zero, ``18@2.5`` Over/Under 2.5.
@@ -30,7 +30,10 @@ from availability.errors import ConfigurationError, InvalidScrape
 
 DEFAULT_PREFIX = "av"
 DEFAULT_SHARDS = 16
-SCHEMA_VERSION = "1"
+# Format of the stored data, recorded in <prefix>:config on first use. "2": market
+# payloads are positional msgpack arrays (model.encode_market); "1" stored maps with
+# field names, which this version cannot read: such a deployment is refused.
+SCHEMA_VERSION = "2"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 _BOOKMAKER_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")

@@ -372,38 +372,45 @@ def market_from_dict(data: Mapping[str, Any]) -> CachedMarket:
 def encode_market(market: CachedMarket) -> bytes:
     """Canonical msgpack of a market's offer (everything but ``unavailable_at``).
 
-    Fixed key order, floats always float64, outcomes reduced to
+    A positional msgpack array (schema ``2``, see ``keys.SCHEMA_VERSION``)::
+
+        [betpawa_market_id, betpawa_market_name, line, handicap_type,
+         handicap_home, handicap_away, [[name, odds, is_active], ...], market_groups]
+
+    Fixed order, floats always float64, outcomes reduced to
     ``name, odds, is_active``: equal markets always encode to equal bytes, so
     the Lua script detects an odds change with one string comparison.
     """
     return msgpack.packb(
-        {
-            "betpawa_market_id": market.betpawa_market_id,
-            "betpawa_market_name": market.betpawa_market_name,
-            "line": None if market.line is None else float(market.line),
-            "handicap_type": market.handicap_type,
-            "handicap_home": None if market.handicap_home is None else float(market.handicap_home),
-            "handicap_away": None if market.handicap_away is None else float(market.handicap_away),
-            "outcomes": [
-                {"name": o["name"], "odds": float(o["odds"]), "is_active": bool(o["is_active"])}
-                for o in market.outcomes
-            ],
-            "market_groups": None if market.market_groups is None else list(market.market_groups),
-        },
+        [
+            market.betpawa_market_id,
+            market.betpawa_market_name,
+            None if market.line is None else float(market.line),
+            market.handicap_type,
+            None if market.handicap_home is None else float(market.handicap_home),
+            None if market.handicap_away is None else float(market.handicap_away),
+            [[o["name"], float(o["odds"]), bool(o["is_active"])] for o in market.outcomes],
+            None if market.market_groups is None else list(market.market_groups),
+        ],
         use_bin_type=True,
     )
 
 
 def decode_market(payload: bytes, unavailable_at: datetime | None = None) -> CachedMarket:
+    """Inverse of :func:`encode_market`; raises ``ValueError`` on anything else
+    (e.g. a schema ``1`` payload, a msgpack map with field names)."""
     data = msgpack.unpackb(payload, raw=False)
+    if not isinstance(data, list) or len(data) != 8:
+        raise ValueError(f"market payload: expected a msgpack array of 8 items (schema 2), got {data!r}")
+    market_id, name, line, handicap_type, handicap_home, handicap_away, outcomes, groups = data
     return CachedMarket(
-        betpawa_market_id=data["betpawa_market_id"],
-        betpawa_market_name=data["betpawa_market_name"],
-        line=data["line"],
-        handicap_type=data["handicap_type"],
-        handicap_home=data["handicap_home"],
-        handicap_away=data["handicap_away"],
-        outcomes=data["outcomes"],
-        market_groups=data["market_groups"],
+        betpawa_market_id=market_id,
+        betpawa_market_name=name,
+        line=line,
+        handicap_type=handicap_type,
+        handicap_home=handicap_home,
+        handicap_away=handicap_away,
+        outcomes=[{"name": o[0], "odds": o[1], "is_active": o[2]} for o in outcomes],
+        market_groups=groups,
         unavailable_at=unavailable_at,
     )

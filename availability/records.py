@@ -3,7 +3,8 @@
 One record per applied scrape that changed or confirmed anything. Stream
 entry fields (``XRANGE '{av:2}:changes' - +``)::
 
-    v             "1" (record format)
+    v             "2" (record format; "2": payloads are schema-2 positional arrays,
+                  see model.encode_market)
     kind          "scrape" or "removed"
     event         "1234"
     bookmaker     "betpawa"
@@ -80,7 +81,7 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
     sid = _text(stream_id)
     try:
         f = {_text(k): v for k, v in fields.items()}
-        if _text(f["v"]) != "1":
+        if _text(f["v"]) != "2":
             raise RecordError(f"record {sid}: v: unsupported record format {_text(f['v'])!r}")
         scraped_at = from_micros(int(f["scraped_at"]))
         present = tuple(field_to_key(x) for x in msgpack.unpackb(f["present"], raw=False) or ())

@@ -20,7 +20,7 @@ from availability import keys as keys_module
 from availability.cache import MarketCache, Scrape
 from availability.coordinator import EventCoordinator, ScrapeResult
 from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape, ServerStartError
-from availability.keys import KeySchema
+from availability.keys import SCHEMA_VERSION, KeySchema
 from availability.model import (
     MarketKey,
     coerce_market,
@@ -366,6 +366,24 @@ async def test_read_only_tools_never_create_a_deployment_under_a_mistyped_prefix
     real = MarketCache(redis_client, prefix=key_prefix)
     await real.ensure_config()
     await MarketCache(redis_client, prefix=key_prefix).ensure_config(create=False)  # exists: fine
+
+
+async def test_a_deployment_of_another_schema_is_refused(redis_client, key_prefix):
+    # recorded by a version that stored schema-1 payloads (msgpack maps with field names)
+    await redis_client.hset(f"{key_prefix}:config", mapping={"shards": str(SHARDS), "schema": "1"})
+    before = await dump(redis_client, key_prefix)
+    for create in (True, False):
+        cache = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
+        with pytest.raises(ConfigurationError, match=r"format '1'.*warm a fresh prefix"):
+            await cache.ensure_config(create=create)
+    cache = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
+    with pytest.raises(ConfigurationError, match="schema"):
+        await cache.apply_scrape(EVENT, BM, [ONE_X_TWO], at(0))
+    assert await dump(redis_client, key_prefix) == before
+    # a fresh deployment records the current schema
+    fresh = MarketCache(redis_client, prefix=key_prefix + "n", shards=SHARDS)
+    await fresh.ensure_config()
+    assert await redis_client.hget(fresh.keys.config(), "schema") == SCHEMA_VERSION.encode() == b"2"
 
 
 async def test_scripts_survive_script_flush(cache, redis_client):

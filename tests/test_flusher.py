@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from availability import metrics
 from availability.cache import MarketCache
 from availability.flusher import GROUP, Flusher
-from availability.model import CachedMarket
+from availability.model import CachedMarket, encode_market
 from availability.verify import verify
 
 UTC = timezone.utc
@@ -288,13 +288,12 @@ async def test_poison_records_go_to_the_dead_letter_stream_and_the_rest_is_flush
     shard = cache.keys.shard_of(12)
     stream = cache.keys.changes(shard)
     await cache.apply_scrape(12, "betpawa", [market("1")], at(0))
-    garbage = await cache.client.xadd(stream, {"v": "1", "kind": "scrape", "event": "12", "scraped_at": "soon"})
+    garbage = await cache.client.xadd(stream, {"v": "2", "kind": "scrape", "event": "12", "scraped_at": "soon"})
     # decodes fine, but PostgreSQL refuses text with a NUL byte: found by bisecting the batch
-    bad_market = msgpack.packb(["9@_", msgpack.packb({
-        "betpawa_market_id": "9", "betpawa_market_name": "bad\x00name", "line": None, "handicap_type": None,
-        "handicap_home": None, "handicap_away": None, "outcomes": [], "market_groups": None}), "n"])
+    bad_market = msgpack.packb(["9@_", encode_market(CachedMarket("9", "bad\x00name", None, None, None, None, [], None)),
+                                "n"])
     rejected = await cache.client.xadd(stream, {
-        "v": "1", "kind": "scrape", "event": "12", "bookmaker": "betpawa", "scraped_at": "1795867200000001",
+        "v": "2", "kind": "scrape", "event": "12", "bookmaker": "betpawa", "scraped_at": "1795867200000001",
         "completeness": "partial", "present": msgpack.packb(["9@_"]), "markets": bad_market})
     await cache.apply_scrape(12, "betpawa", [market("1"), market("2")], at(5))
     await cache.apply_scrape(16, "betpawa", [market("3")], at(5))  # same shard

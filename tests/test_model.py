@@ -363,12 +363,23 @@ def test_encoding_is_float64_msgpack_and_decodes_back():
     m = coerce_market(raw_market(outcomes=[{"name": "Over", "odds": 1.1}]))
     payload = encode_market(m)
     assert b"\xcb" in payload  # float64 marker: 1.1 would lose bits as float32
-    assert list(msgpack.unpackb(payload)) == [
-        "betpawa_market_id", "betpawa_market_name", "line", "handicap_type", "handicap_home", "handicap_away",
-        "outcomes", "market_groups",
+    # schema 2: a positional array, no field names
+    assert msgpack.unpackb(payload) == [
+        m.betpawa_market_id, m.betpawa_market_name, m.line, m.handicap_type, m.handicap_home, m.handicap_away,
+        [[o["name"], o["odds"], o["is_active"]] for o in m.outcomes], m.market_groups,
     ]
+    assert b"betpawa_market_id" not in payload and b"odds" not in payload
     assert decode_market(payload) == m
     assert decode_market(payload, T0) == CachedMarket(**{**market_to_dict(m), "unavailable_at": T0})
+
+
+def test_schema_1_payloads_are_refused_by_decode():
+    m = coerce_market(raw_market())
+    legacy = msgpack.packb({name: getattr(m, name) for name in ("betpawa_market_id", "betpawa_market_name",
+                                                                 "line", "handicap_type", "handicap_home",
+                                                                 "handicap_away", "outcomes", "market_groups")})
+    with pytest.raises(ValueError, match="schema 2"):
+        decode_market(legacy)
 
 
 # ---------------------------------------------------------------- merging rows

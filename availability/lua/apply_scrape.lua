@@ -142,7 +142,7 @@ end
 -- expiring cache keys never lose a change, and PostgreSQL's last applied
 -- scrape time never lags Redis's (warm-up keeps refusing stale scrapes).
 local stream_id = redis.call('XADD', KEYS[5], '*',
-    'v', '1', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
+    'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
     'scraped_at', scraped_us, 'completeness', completeness,
     'present', present_blob, 'markets', cmsgpack.pack(record))
 return {'applied', new, changed, unchanged, became_unavailable, became_available, stream_id}
