@@ -19,6 +19,8 @@
 --      | {"cold"}                     the shard has not been warmed (Redis lost its data)
 -- Errors are raised before the first write, so a rejected call writes nothing.
 
+local find = string.find
+
 local function fail(what)
   return redis.error_reply('ERR availability: ' .. what)
 end
@@ -48,18 +50,21 @@ if completeness == 'empty' and n ~= 0 then return fail('completeness empty with 
 if completeness == 'complete' and n == 0 then return fail('completeness complete with no markets (say empty explicitly)') end
 if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('mode removed takes no markets') end
 
+-- present[field] = its index in ARGV; the compare step below turns it into true
+-- (stored, same payload) or false (stored, other payload).
 local present = {}
-for i = 1, n do
-  local key, payload = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
-  if #key < 2 or not string.find(key, '@', 1, true) then return fail('market ' .. i .. ': field ' .. key .. ' is not <id>@<line>') end
-  if #payload == 0 then return fail('market ' .. key .. ': empty payload') end
+for i = 10, 9 + 2 * n, 2 do
+  local key = ARGV[i]
+  if #key < 2 or not find(key, '@', 1, true) then return fail('market ' .. (i - 8) / 2 .. ': field ' .. key .. ' is not <id>@<line>') end
+  if #ARGV[i + 1] == 0 then return fail('market ' .. key .. ': empty payload') end
   if present[key] then return fail('market ' .. key .. ': duplicate field (merge rows before sending)') end
-  present[key] = payload
+  present[key] = i
 end
 
 -- ---------------------------------------------------------------- cold and stale checks
 if redis.call('EXISTS', KEYS[6]) == 0 then return {'cold'} end
-local last = redis.call('HGET', KEYS[3], 'last_scraped_us')
+local meta_before = redis.call('HMGET', KEYS[3], 'last_scraped_us', 'expire_at_ms', 'removed_at')
+local last = meta_before[1]
 if last and tonumber(scraped_us) <= tonumber(last) then return {'stale', last} end
 
 -- ---------------------------------------------------------------- compare (read each hash once)
@@ -67,37 +72,48 @@ local stored_flat = redis.call('HGETALL', KEYS[1])
 if mode == 'removed' and #stored_flat == 0 then
   return {'applied', 0, 0, 0, {}, {}, ''}
 end
-local stored = {}
-for i = 1, #stored_flat, 2 do stored[stored_flat[i]] = stored_flat[i + 1] end
-local stamped_flat = redis.call('HGETALL', KEYS[2])
+-- one pass over the stored markets: compare the present ones, collect the others
+local missing = {}  -- indexes in stored_flat of stored fields this scrape did not list
+for i = 1, #stored_flat, 2 do
+  local at = present[stored_flat[i]]
+  if at then
+    present[stored_flat[i]] = (ARGV[at + 1] == stored_flat[i + 1])
+  else
+    missing[#missing + 1] = i
+  end
+end
+local stamped_keys = redis.call('HKEYS', KEYS[2])
 local stamped_before = {}
-for i = 1, #stamped_flat, 2 do stamped_before[stamped_flat[i]] = true end
+for i = 1, #stamped_keys do stamped_before[stamped_keys[i]] = true end
 
 local writes, record, became_available, became_unavailable, stamps = {}, {}, {}, {}, {}
 local new, changed, unchanged = 0, 0, 0
-for i = 1, n do
-  local key, payload = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
-  local old = stored[key]
-  local flags = ''
-  if old == nil then
-    new = new + 1; flags = 'n'
-  elseif old ~= payload then
-    changed = changed + 1; flags = 'c'
-  else
+for i = 10, 9 + 2 * n, 2 do
+  local key = ARGV[i]
+  local same = present[key]
+  local flags
+  if same == true then
     unchanged = unchanged + 1
+  else
+    if same == false then
+      changed = changed + 1; flags = 'c'
+    else
+      new = new + 1; flags = 'n'
+    end
+    writes[#writes + 1] = key; writes[#writes + 1] = ARGV[i + 1]
   end
-  if flags ~= '' then writes[#writes + 1] = key; writes[#writes + 1] = payload end
   if stamped_before[key] then
-    became_available[#became_available + 1] = key; flags = flags .. 'a'
+    became_available[#became_available + 1] = key; flags = (flags or '') .. 'a'
   end
-  if flags ~= '' then
-    record[#record + 1] = key; record[#record + 1] = payload; record[#record + 1] = flags
+  if flags then
+    record[#record + 1] = key; record[#record + 1] = ARGV[i + 1]; record[#record + 1] = flags
   end
 end
 if completeness ~= 'partial' then
-  for i = 1, #stored_flat, 2 do
+  for j = 1, #missing do
+    local i = missing[j]
     local key = stored_flat[i]
-    if present[key] == nil and not stamped_before[key] then
+    if not stamped_before[key] then
       became_unavailable[#became_unavailable + 1] = key
       stamps[#stamps + 1] = key; stamps[#stamps + 1] = scraped_iso
       record[#record + 1] = key; record[#record + 1] = stored_flat[i + 1]; record[#record + 1] = 'u'
@@ -117,13 +133,13 @@ chunked('HDEL', KEYS[2], became_available, 4000)
 chunked('HSET', KEYS[2], stamps, 4000)
 
 local total = #stored_flat / 2 + new
-local unavailable = #stamped_flat / 2 - #became_available + #became_unavailable
+local unavailable = #stamped_keys - #became_available + #became_unavailable
 local meta = {'event_id', event_id, 'bookmaker', bookmaker, 'last_scraped_us', scraped_us,
               'last_scraped_at', scraped_iso, 'markets', total, 'unavailable', unavailable}
 if new + changed > 0 then meta[#meta + 1] = 'captured_at'; meta[#meta + 1] = scraped_iso end
 if n > 0 then
   meta[#meta + 1] = 'last_confirmed_at'; meta[#meta + 1] = scraped_iso
-  redis.call('HDEL', KEYS[3], 'removed_at')
+  if meta_before[3] then redis.call('HDEL', KEYS[3], 'removed_at') end
 end
 redis.call('HSET', KEYS[3], unpack(meta))
 -- the first time it was seen gone from the listing, kept until it is listed again
@@ -132,7 +148,7 @@ if mode == 'removed' then redis.call('HSETNX', KEYS[3], 'removed_at', scraped_is
 redis.call('ZADD', KEYS[4], 0, event_id .. ':' .. bookmaker)
 -- A scrape without an expiry keeps the one an earlier scrape set, so a hash
 -- created later (e.g. the first stamp) never outlives the others.
-if expire_at_ms == '0' then expire_at_ms = redis.call('HGET', KEYS[3], 'expire_at_ms') or '0' end
+if expire_at_ms == '0' then expire_at_ms = meta_before[2] or '0' end
 if expire_at_ms ~= '0' then
   redis.call('HSET', KEYS[3], 'expire_at_ms', expire_at_ms)
   for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], expire_at_ms) end
