@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 from availability.coordinator import ScrapeResult
-from availability.model import CachedMarket, MarketKey, market_key
+from availability.model import CachedMarket, MarketKey, market_key, market_to_dict
 
 __all__ = ["BOOKMAKERS", "CATALOG", "Feed", "FeedConfig", "Listing", "MarketSpec"]
 
@@ -440,16 +440,8 @@ class Feed:
         b = self._bm[bookmaker]
         rows: list[dict] = []
         for m in markets:
-            row = {
-                "betpawa_market_id": m.betpawa_market_id,
-                "betpawa_market_name": m.betpawa_market_name,
-                "line": m.line,
-                "handicap_type": m.handicap_type,
-                "handicap_home": m.handicap_home,
-                "handicap_away": m.handicap_away,
-                "outcomes": m.outcomes,
-                "market_groups": m.market_groups,
-            }
+            row = market_to_dict(m)
+            del row["unavailable_at"]  # a bookmaker's page knows nothing of it
             split = (bookmaker == "bet9ja" and m.betpawa_market_id == "45") or (
                 _unit(self._seed, _S_SPLIT, event_id, b, _sid(m.betpawa_market_id), cycle)
                 < self.config.split_rows_rate

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from availability.cache import MarketCache, snapshot_from_hashes
 from availability.keys import KeySchema, validate_bookmaker, validate_event_id
-from availability.model import CachedSnapshot, format_ts, key_to_field, parse_ts
+from availability.model import CachedSnapshot, format_ts, key_to_field, market_to_dict, parse_ts
 
 __all__ = [
     "inspect_event",
@@ -75,14 +75,7 @@ def _snapshot_dict(snapshot: CachedSnapshot, removed_at: str | None, keys: KeySc
     for m in snapshot.markets:
         markets.append({
             "key": key_to_field(m.key),
-            "betpawa_market_id": m.betpawa_market_id,
-            "betpawa_market_name": m.betpawa_market_name,
-            "line": m.line,
-            "handicap_type": m.handicap_type,
-            "handicap_home": m.handicap_home,
-            "handicap_away": m.handicap_away,
-            "outcomes": m.outcomes,
-            "market_groups": m.market_groups,
+            **market_to_dict(m),
             "is_available": m.is_available,
             "suspended": bool(m.outcomes) and not any(o["is_active"] for o in m.outcomes),
             "unavailable_at": _ts(m.unavailable_at),
