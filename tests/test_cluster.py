@@ -392,3 +392,31 @@ async def test_every_key_of_a_shard_hashes_to_one_slot(redis_cluster, cluster_ca
     assert seen_nodes == set(redis_cluster.urls)
     kinds = {(await client.type(k)).decode() for keys in nodes.values() for k in keys}
     assert kinds == {"hash", "zset", "stream", "string"}
+
+
+async def test_flusher_warm_and_verify_on_a_cluster(redis_cluster, cluster_cache, database_url):
+    from availability.flusher import Flusher
+    from availability.verify import verify
+    from availability.warm import warm
+
+    events = EVENTS[:SHARDS]
+    for cycle in range(3):
+        outcomes = await cluster_cache.apply_batch(cycle_scrapes(cycle, events))
+        assert all(o.applied for o in outcomes), [o for o in outcomes if not o.applied]
+    async with Flusher(cluster_cache, database_url, prefix=cluster_cache.keys.prefix, shards=SHARDS) as flusher:
+        stats = await flusher.run_once()
+    assert stats.records == 3 * len(events) * len(BOOKMAKERS)
+    assert await verify(cluster_cache, database_url) == []
+
+    # the cluster lost its data: warm it from PostgreSQL, and it agrees again
+    await _delete_prefix_on_every_node(redis_cluster.urls, cluster_cache.keys.prefix)
+    cold = MarketCache.from_url(redis_cluster.url, cluster=True, prefix=cluster_cache.keys.prefix, shards=SHARDS)
+    try:
+        assert await cold.cold_shards() == list(range(SHARDS))
+        await warm(cold, database_url)
+        assert await cold.cold_shards() == []
+        assert await verify(cold, database_url) == []
+        stale = await cold.apply_batch([scrape(events[0], "betpawa", 1)])
+        assert stale[0].stale
+    finally:
+        await cold.close()
