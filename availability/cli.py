@@ -514,9 +514,25 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name="availability")
-    raise SystemExit(0)  # pragma: no cover (click exits itself)
+    """Console-script entry point.
+
+    Every expected error is one line on stderr: click's usage errors too
+    (``Error: No such option: --prefx (availability demo --help)``), exit 2."""
+    try:
+        # without standalone mode, click returns the code of --help/--version/ctx.exit
+        code = cli.main(args=argv, prog_name="availability", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "availability"
+        message = redact_text(" ".join(exc.format_message().split()))
+        click.echo(f"Error: {message} (see '{where} --help')", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort:
+        click.echo("Error: aborted", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,15 @@ def test_a_bad_argument_is_one_error_line_and_exit_2() -> None:
     result = availability("inspect", "not-a-number")
     assert result.returncode == 2
     assert "EVENT" in one_error_line(result)
+    assert result.stderr.strip() == one_error_line(result)  # no Usage/Try lines around it
+    assert "availability inspect --help" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("demo", "--prefx", "x"), ("no-such-command",), ("demo", "--events", "0")])
+def test_usage_errors_are_one_line_too(args: tuple[str, ...]) -> None:
+    result = availability(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == one_error_line(result)
 
 
 def test_a_bookmaker_that_is_no_slug_is_a_usage_error() -> None:
