@@ -14,7 +14,8 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis

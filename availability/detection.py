@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import structlog
 

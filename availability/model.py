@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping  # not typing's aliases: isinstance() on those is slow
+from functools import cached_property
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -201,7 +203,7 @@ class CachedMarket:
     def is_available(self) -> bool:
         return self.unavailable_at is None
 
-    @property
+    @cached_property
     def key(self) -> MarketKey:
         return market_key(self.betpawa_market_id, self.line)
 
