@@ -103,7 +103,8 @@ async def test_the_cache_works_over_tls(tls_redis) -> None:
     server, tls_port, cert = tls_redis
     _acl_user(server.url, "av", "worker", "s3cret-pw")
     url = f"rediss://worker:s3cret-pw@127.0.0.1:{tls_port}/0"
-    async with MarketCache.from_url(url, prefix="av", ssl_ca_certs=str(cert)) as cache:
+    # the CA goes in the URL, so REDIS_URL alone configures workers and the CLI
+    async with MarketCache.from_url(f"{url}?ssl_ca_certs={cert}", prefix="av") as cache:
         await cache.mark_ready()
         outcome = await cache.apply_scrape(1234, "betpawa", MARKETS, T0)
         assert outcome.applied and outcome.new == 2
