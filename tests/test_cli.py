@@ -345,3 +345,40 @@ def test_ctrl_c_stops_every_server_and_process_the_demo_started() -> None:
     while any(_alive(p) for p in seen) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in seen if _alive(p)]
+
+
+# ---------------------------------------------------------------- flush with metrics
+
+
+async def test_flush_serves_prometheus_metrics_and_stops_cleanly_on_sigterm(
+        one_event: MarketCache, redis_url: str, database_url: str, key_prefix: str) -> None:
+    import urllib.request
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
+    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
+    proc = subprocess.Popen([sys.executable, "-m", "availability", "--prefix", key_prefix, "flush",
+                             "--metrics-port", str(port), "--block-ms", "100"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                body = ""
+            if 'availability_flusher_records_total{outcome="flushed"} 2.0' in body:
+                break  # both of the event's scrapes were written
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.2)
+        assert 'availability_flusher_records_total{outcome="flushed"} 2.0' in body, body[-2000:]
+        assert "availability_flusher_transitions_total" in body
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
