@@ -75,12 +75,10 @@ def key_prefix() -> str:
 
 
 async def _delete_prefixed_keys(url: str, prefix: str) -> None:
-    """Delete the keys of one test's prefix, and of prefixes it derived by
-    appending to it (``<prefix>x`` for a mistyped one): ``{<prefix>*`` and
-    ``<prefix>*``. The prefix is random, so nothing else matches."""
+    """Delete the keys of one deployment prefix: ``{<prefix>:*`` and ``<prefix>:*``."""
     client = aioredis.Redis.from_url(url)
     try:
-        for pattern in (f"{{{prefix}*", f"{prefix}*"):
+        for pattern in (f"{{{prefix}:*", f"{prefix}:*"):
             batch: list[bytes] = []
             async for key in client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
