@@ -382,8 +382,11 @@ async def test_a_deployment_of_another_schema_is_refused(redis_client, key_prefi
     assert await dump(redis_client, key_prefix) == before
     # a fresh deployment records the current schema
     fresh = MarketCache(redis_client, prefix=key_prefix + "n", shards=SHARDS)
-    await fresh.ensure_config()
-    assert await redis_client.hget(fresh.keys.config(), "schema") == SCHEMA_VERSION.encode() == b"2"
+    try:
+        await fresh.ensure_config()
+        assert await redis_client.hget(fresh.keys.config(), "schema") == SCHEMA_VERSION.encode() == b"2"
+    finally:  # the harness cleans this test's own prefix only
+        await redis_client.delete(fresh.keys.config())
 
 
 async def test_scripts_survive_script_flush(cache, redis_client):
