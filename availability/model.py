@@ -312,7 +312,7 @@ def coerce_market(raw: Any, where: str = "market") -> CachedMarket:
     unavailable_at = get("unavailable_at")
     if unavailable_at is not None:
         unavailable_at = to_utc(unavailable_at, f"{where}: unavailable_at")
-    return CachedMarket(
+    market = CachedMarket(
         betpawa_market_id=key.betpawa_market_id,
         betpawa_market_name=name,
         line=key.line,
@@ -323,6 +323,8 @@ def coerce_market(raw: Any, where: str = "market") -> CachedMarket:
         market_groups=groups,
         unavailable_at=unavailable_at,
     )
+    market.__dict__["key"] = key  # seed the cached_property: normalised just above, on the hot path
+    return market
 
 
 def merge_markets(markets: Iterable[CachedMarket]) -> dict[MarketKey, CachedMarket]:
