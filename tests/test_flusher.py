@@ -20,6 +20,7 @@ from availability.cache import MarketCache
 from availability.flusher import GROUP, Flusher
 from availability.model import CachedMarket, encode_market
 from availability.verify import verify
+from streams import pending
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -85,16 +86,6 @@ async def stream_entries(cache: MarketCache) -> list[tuple[str, bytes, dict]]:
         stream = cache.keys.changes(shard)
         out += [(stream, i, f) for i, f in await cache.client.xrange(stream)]
     return out
-
-
-async def pending(cache: MarketCache) -> int:
-    total = 0
-    for shard in cache.keys.all_shards():
-        try:
-            total += (await cache.client.xpending(cache.keys.changes(shard), GROUP))["pending"]
-        except Exception:
-            pass
-    return total
 
 
 async def backlog(cache: MarketCache) -> int:

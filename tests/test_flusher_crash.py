@@ -24,9 +24,10 @@ from psycopg.rows import dict_row
 from availability.cache import MarketCache
 from availability.db.migrate import upgrade
 from availability.errors import CacheNotReady
-from availability.flusher import GROUP, Flusher
+from availability.flusher import Flusher
 from availability.model import CachedMarket
 from availability.verify import verify
+from streams import pending
 from availability.warm import warm
 
 pytestmark = pytest.mark.slow
@@ -108,16 +109,6 @@ async def backlog(cache: MarketCache) -> int:
             total += await cache.client.xlen(cache.keys.changes(shard))
         for group in groups:
             total += int(group["lag"] or 0) + int(group["pending"])
-    return total
-
-
-async def pending(cache: MarketCache) -> int:
-    total = 0
-    for shard in cache.keys.all_shards():
-        try:
-            total += (await cache.client.xpending(cache.keys.changes(shard), GROUP))["pending"]
-        except Exception:
-            pass
     return total
 
 
