@@ -33,7 +33,6 @@ import os
 import queue as queue_module
 import random
 import signal
-import sys
 import time
 import traceback
 from collections import Counter

@@ -524,8 +524,8 @@ def print_report(result: dict[str, Any]) -> None:
     for label, d in rows:
         print(f"  {label:<42} {d['server_cpu_us_per_market']:>10.3f} {d['command_us_per_market']:>9.3f}"
               f" {d['wall_us_per_market']:>8.3f}   {d['command_us_per_call']:>15.1f}")
-    print(f"  server CPU = Redis main thread (parsing, execution, replies, socket I/O); command = INFO commandstats")
-    print(f"  (EVALSHA's includes loading ARGV into Lua, HSET's excludes parsing its arguments); wall = client")
+    print("  server CPU = Redis main thread (parsing, execution, replies, socket I/O); command = INFO commandstats")
+    print("  (EVALSHA's includes loading ARGV into Lua, HSET's excludes parsing its arguments); wall = client")
     print(f"  round trips minus Python validation + encoding, which apply_batch adds: "
           f"{ph['steady']['python_prepare_us_per_market']:.2f} µs/market")
     c = ph["steady"].get("outcomes", {})
