@@ -29,3 +29,7 @@ class ConfigurationError(AvailabilityError):
 
 class ServerStartError(AvailabilityError):
     """An embedded Redis or PostgreSQL server could not be started."""
+
+
+class SchemaNotReady(ConfigurationError):
+    """The database was never migrated, or is older than this code: run `availability migrate`."""

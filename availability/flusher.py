@@ -67,9 +67,10 @@ from tenacity import (
 
 from availability import metrics
 from availability.db.convert import HOME_BOOKMAKER
-from availability.db.engine import libpq_url
+from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
 from availability.logs import redact_url
+from availability.errors import SchemaNotReady
 from availability.records import ChangeRecord, RecordError, decode_record
 
 __all__ = ["GROUP", "Flusher", "FlushStats", "StreamEntry", "BatchRows", "build_rows", "default_consumer_name"]
@@ -78,9 +79,15 @@ log = structlog.get_logger("availability.flusher")
 
 GROUP = "flushers"
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-# Errors no retry can fix: the data of some record in the batch is bad.
-_PERMANENT_PG = (psycopg.DataError, psycopg.IntegrityError)
 _LOCK_CLASS = 0x6176  # "av": our own space of two-key advisory locks
+
+# SQLSTATEs worth waiting out: the server is unreachable, overloaded, shutting
+# down or restarting (classes 08, 53, 57P), a standby that is not writable yet
+# after a failover (25006), or a transaction that lost a race and will pass when
+# run again (40001 serialization failure, 40P01 deadlock). Anything else the
+# statement raises is about the data, and no retry will ever fix it.
+_TRANSIENT_CLASSES = ("08", "53", "57P")
+_TRANSIENT_STATES = ("25006", "40001", "40P01")
 
 
 def default_consumer_name() -> str:
@@ -115,6 +122,7 @@ class StreamEntry:
     shard: int
     id: str
     fields: dict | None
+    generation: int = 0  # the warm-up fence generation read just before this entry was
 
     @property
     def millis(self) -> int:
@@ -371,6 +379,16 @@ ON CONFLICT (event_id, bookmaker) DO UPDATE SET
     updated_at = now()
 """
 
+_FENCE_ENSURE_SQL = "INSERT INTO availability_fences (prefix) VALUES (%s) ON CONFLICT DO NOTHING"
+_FENCE_READ_SQL = "SELECT generation FROM availability_fences WHERE prefix = %s"
+_FENCE_CHECK_SQL = "SELECT generation FROM availability_fences WHERE prefix = %s FOR SHARE"
+# warm-up: bump (creating the row if needed) under a row lock that waits for in-flight commits
+FENCE_BUMP_SQL = """
+INSERT INTO availability_fences AS f (prefix, generation) VALUES (%s, 1)
+ON CONFLICT (prefix) DO UPDATE SET generation = f.generation + 1, updated_at = now()
+RETURNING generation
+"""
+
 # Two flushers writing records of one snapshot serialise on it, in a fixed order:
 # no deadlocks between their row locks.
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%b::int[]) AS k"
@@ -441,10 +459,26 @@ class _Stopped(Exception):
     """Stopping while a server was unreachable: the batch stays pending, unacknowledged."""
 
 
-def _is_transient_pg(exc: BaseException) -> bool:
-    """Worth retrying: anything but bad data (an unreachable or restarting server,
-    a deadlock, even a missing table while migrations still run)."""
-    return isinstance(exc, (psycopg.Error, OSError)) and not isinstance(exc, _PERMANENT_PG)
+class _Fenced(Exception):
+    """``availability warm`` reloaded Redis from PostgreSQL after this batch was read:
+    committing it now could undo what warm-up loaded, so the batch is not written."""
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+
+
+def is_transient_pg(exc: BaseException) -> bool:
+    """Worth waiting out: PostgreSQL is unreachable or briefly unable to serve,
+    judged by SQLSTATE class, not by exception type (psycopg raises
+    ``OperationalError`` for a too-large index row too). An error without a
+    SQLSTATE is transient only when the connection itself failed."""
+    state = _sqlstate(exc)
+    if state is not None:
+        return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError, asyncio.TimeoutError))
+
+
 
 
 class Flusher:
@@ -505,6 +539,10 @@ class Flusher:
         self._stop = asyncio.Event()
         self._is_cluster = self.client.__class__.__name__ == "RedisCluster"
         self._log = log.bind(consumer=self.consumer)
+        self._generation = 0  # warm-up fence generation, read before every read from Redis
+        self._fence_ready = False
+        self._fenced = False  # a batch was fenced out: re-read our own pending records
+        self.maintenance_failures = 0
 
     @property
     def database_label(self) -> str:
@@ -550,11 +588,12 @@ class Flusher:
             if len(messages) == 1 and isinstance(messages[0], list):
                 messages = messages[0]  # RESP3 replies wrap the entries once more
             for message_id, data in messages:
-                out.append(StreamEntry(name, self._streams[name], _text(message_id), data or None))
+                out.append(StreamEntry(name, self._streams[name], _text(message_id), data or None, self._generation))
         return out
 
     async def _read(self, start: str, block_ms: int | None) -> list[StreamEntry]:
         """``XREADGROUP`` from every shard: ``>`` new records, ``0`` our own pending ones."""
+        await self._refresh_generation()
         try:
             if self._is_cluster:  # one slot per call
                 entries = []
@@ -582,6 +621,7 @@ class Flusher:
             return []
 
     async def _claim(self, stream: str, cursor: str) -> tuple[str, list[StreamEntry]]:
+        await self._refresh_generation()
         try:
             reply = await self.client.xautoclaim(
                 stream, self.group, self.consumer, self.claim_idle_ms, start_id=cursor, count=self.batch_size
@@ -612,18 +652,21 @@ class Flusher:
                 if not own_pending_done:
                     await self._drain(lambda: self._read("0", None))
                     own_pending_done = True
+                if self._fenced:  # a batch was fenced out: read our pending ones again
+                    self._fenced = False
+                    await self._drain(lambda: self._read("0", None))
                 now = time.monotonic()
                 if now >= next_claim:
-                    await self.claim_idle()
                     next_claim = now + max(self.claim_idle_ms / 2000, 0.1)
+                    await self._maintain("claim", self.claim_idle)
                 if now >= next_trim:
-                    await self.trim()
                     next_trim = now + self.trim_interval_s
+                    await self._maintain("trim", self.trim)
                 entries = await self._read(">", self.block_ms)
                 if entries:
                     await self._flush(entries)
                 failures = 0
-            except _Stopped:
+            except (_Stopped, asyncio.CancelledError):
                 break
             except _REDIS_DOWN as exc:
                 failures += 1
@@ -636,6 +679,23 @@ class Flusher:
         self._log.info("flusher.stop", **vars(self.stats))
         return self.stats
 
+    async def _maintain(self, task: str, call: Any) -> None:
+        """Run one maintenance task (claiming, trimming, gauges): an unexpected error is
+        logged and counted, never the end of the flush loop. Outages and a missing
+        schema still go to the loop, which waits them out or stops."""
+        try:
+            await call()
+        except (_Stopped, _Fenced, SchemaNotReady, asyncio.CancelledError):
+            raise
+        except _REDIS_DOWN:
+            raise
+        except Exception as exc:
+            if is_transient_pg(exc):
+                raise
+            self.maintenance_failures += 1
+            metrics.MAINTENANCE_FAILURES.labels(task).inc()
+            self._log.error("flusher.maintenance_failed", task=task, error=f"{type(exc).__name__}: {exc}")
+
     async def run_once(self) -> FlushStats:
         """Flush everything there is now: our own pending records, records other
         consumers left idle for ``claim_idle_ms``, then every new record. Returns
@@ -645,6 +705,14 @@ class Flusher:
         await self._drain(lambda: self._read("0", None))
         await self.claim_idle()
         await self._drain(lambda: self._read(">", None))
+        for _ in range(3):  # fenced out by a warm-up: read our pending records again
+            if not self._fenced:
+                break
+            self._fenced = False
+            await self._drain(lambda: self._read("0", None))
+        # a cron-style deployment must stay bounded too: trim, and leave no consumer behind
+        await self._maintain("trim", self.trim)
+        await self._maintain("consumer", self.remove_consumer_if_idle)
         done = FlushStats(**vars(self.stats))
         for f in fields(done):
             setattr(done, f.name, getattr(done, f.name) - getattr(before, f.name))
@@ -682,14 +750,31 @@ class Flusher:
     # ------------------------------------------------------------ one batch
 
     async def _flush(self, entries: list[StreamEntry]) -> None:
-        # One read may hand us several batches (COUNT applies per stream): keep the
-        # ones still waiting claimed, so no other flusher takes them over as idle.
-        refreshed = time.monotonic()
-        for i in range(0, len(entries), self.batch_size):
-            if time.monotonic() - refreshed > self.claim_idle_ms / 4000:
-                await self._keep_claimed(entries[i:])
-                refreshed = time.monotonic()
-            await self._flush_batch(entries[i : i + self.batch_size])
+        # While we work on these entries (several batches, a PostgreSQL outage, a long
+        # bisection) a timer of their own keeps them claimed, so no other flusher
+        # takes them over as idle; it is independent of any backoff.
+        keeper = asyncio.create_task(self._keep_claimed_every(entries, max(self.claim_idle_ms / 4000, 0.05)))
+        try:
+            for i in range(0, len(entries), self.batch_size):
+                try:
+                    await self._flush_batch(entries[i : i + self.batch_size])
+                except _Fenced as exc:
+                    # Redis was reloaded from PostgreSQL after we read these: leave them
+                    # pending; if they still exist they are read again under the new
+                    # generation, if Redis lost them the next scrape re-derives them.
+                    self._fenced = True
+                    metrics.RECORDS.labels("fenced").inc(len(entries) - i)
+                    self._log.warning("flusher.fenced", records=len(entries) - i, reason=str(exc))
+                    return
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_claimed_every(self, entries: list[StreamEntry], interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._keep_claimed(entries)
 
     async def _flush_batch(self, entries: list[StreamEntry]) -> None:
         started = time.perf_counter()
@@ -743,9 +828,14 @@ class Flusher:
         """Write ``items`` in one transaction; when PostgreSQL rejects the data,
         split the batch until the record(s) it rejects stand alone. Returns them."""
         try:
-            totals.add(await self._write_retrying(build_rows(rr for _, rr in items), [e for e, _ in items]))
+            entries = [e for e, _ in items]
+            totals.add(await self._write_retrying(build_rows(rr for _, rr in items), entries))
             return []
-        except _PERMANENT_PG as exc:
+        except (_Stopped, _Fenced, SchemaNotReady):
+            raise
+        except Exception as exc:  # the statement itself refused the data: find the record(s)
+            if is_transient_pg(exc):  # pragma: no cover - _write_retrying waits those out
+                raise
             if len(items) == 1:
                 return [(items[0][0], exc)]
             self._log.warning("flusher.bisect", records=len(items), error=f"{type(exc).__name__}: {exc}")
@@ -755,41 +845,8 @@ class Flusher:
             )
 
     async def _write_retrying(self, rows: BatchRows, entries: list[StreamEntry]) -> "_Written":
-        async def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.stats.retries += 1
-            metrics.RETRIES.labels("postgres").inc()
-            self._log.warning(
-                "flusher.postgres_unavailable",
-                attempt=state.attempt_number,
-                retry_in_s=round(state.upcoming_sleep, 2),
-                pending_records=len(entries),
-                oldest_lag_ms=max(0, int(time.time() * 1000) - min(e.millis for e in entries)),
-                database=self.database_label,
-                error=f"{type(exc).__name__}: {exc}".strip(),
-            )
-            metrics.LAG_SECONDS.set(max(0, time.time() - min(e.millis for e in entries) / 1000))
-            await self._keep_claimed(entries)
-            with contextlib.suppress(Exception):
-                await self.refresh_gauges()
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient_pg),
-            wait=wait_exponential(multiplier=0.05, max=self.max_backoff_s) + wait_random(0, 0.05),
-            stop=stop_when_event_set(self._stop),  # type: ignore[arg-type]
-            before_sleep=before_sleep,
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._write(rows)
-        except Exception as exc:
-            if self._stop.is_set() and _is_transient_pg(exc):
-                raise _Stopped() from exc
-            raise
-        raise AssertionError("unreachable")
+        generation = min(e.generation for e in entries)
+        return await self._retry_pg("write", lambda: self._write(rows, generation), entries)
 
     async def _keep_claimed(self, entries: list[StreamEntry]) -> None:
         """Reset the idle time of records we are still working on, so other flushers
@@ -800,6 +857,68 @@ class Flusher:
         with contextlib.suppress(Exception):
             for stream, ids in by_stream.items():
                 await self.client.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+
+    async def _refresh_generation(self) -> None:
+        """Read the warm-up fence generation (waiting out a PostgreSQL outage).
+
+        Called before every read from Redis, so a batch carries the generation
+        under which it was read; see ``_write``."""
+
+        async def read() -> int:
+            async with self._connection() as conn:
+                if not self._fence_ready:
+                    await conn.execute(_FENCE_ENSURE_SQL, (self.keys.prefix,))
+                    self._fence_ready = True
+                cur = await conn.execute(_FENCE_READ_SQL, (self.keys.prefix,))
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
+
+        self._generation = await self._retry_pg("fence", read, [])
+
+    async def _retry_pg(self, what: str, call: Any, entries: list[StreamEntry]) -> Any:
+        """Run ``call`` until it succeeds, waiting out PostgreSQL outages (by SQLSTATE);
+        a missing schema raises :class:`SchemaNotReady`, stopping raises ``_Stopped``."""
+
+        async def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.stats.retries += 1
+            metrics.RETRIES.labels("postgres").inc()
+            lag = {}
+            if entries:
+                oldest = min(e.millis for e in entries)
+                lag = {"pending_records": len(entries), "oldest_lag_ms": max(0, int(time.time() * 1000) - oldest)}
+                metrics.LAG_SECONDS.set(max(0, time.time() - oldest / 1000))
+            self._log.warning(
+                "flusher.postgres_unavailable",
+                during=what,
+                attempt=state.attempt_number,
+                retry_in_s=round(state.upcoming_sleep, 2),
+                database=self.database_label,
+                error=f"{type(exc).__name__}: {exc}".strip(),
+                **lag,
+            )
+            with contextlib.suppress(Exception):
+                await self.refresh_gauges()
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient_pg),
+            wait=wait_exponential(multiplier=0.05, max=self.max_backoff_s) + wait_random(0, 0.05),
+            stop=stop_when_event_set(self._stop),  # type: ignore[arg-type]
+            before_sleep=before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await call()
+        except Exception as exc:
+            if self._stop.is_set() and is_transient_pg(exc):
+                raise _Stopped() from exc
+            if is_schema_error(exc):
+                raise schema_not_ready(exc) from None
+            raise
+        raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -817,7 +936,7 @@ class Flusher:
             )
         yield self._conn
 
-    async def _write(self, rows: BatchRows) -> "_Written":
+    async def _write(self, rows: BatchRows, generation: int) -> "_Written":
         statements = _statements(rows)
         written = _Written()
         async with self._connection() as conn:
@@ -825,6 +944,15 @@ class Flusher:
             pipeline = conn.pipeline() if self.pipeline else contextlib.nullcontext()
             async with pipeline:
                 async with conn.transaction():
+                    # The share lock makes warm-up's bump wait for this commit (or this
+                    # commit see the bump): never both "read before" and "committed after".
+                    fence = await conn.execute(_FENCE_CHECK_SQL, (self.keys.prefix,))
+                    current = await fence.fetchone()
+                    if current is None or current[0] != generation:
+                        raise _Fenced(
+                            f"warm-up generation is {current[0] if current else None}, the batch was read "
+                            f"under {generation}"
+                        )
                     for label, sql, params in statements:
                         cur = conn.cursor()
                         await cur.execute(sql, params)
@@ -914,6 +1042,22 @@ class Flusher:
 
     # ------------------------------------------------------------ bounded streams
 
+    async def remove_consumer_if_idle(self) -> int:
+        """Delete this flusher's consumer from every shard's group where it holds
+        nothing pending (``XGROUP DELCONSUMER``); returns how many were removed."""
+        removed = 0
+        for stream in self._streams:
+            try:
+                consumers = await self.client.xinfo_consumers(stream, self.group)
+            except ResponseError:  # no stream or no group
+                continue
+            for c in consumers:
+                c = {_text(k): v for k, v in c.items()}
+                if _text(c.get("name", b"")) == self.consumer and not int(c.get("pending") or 0):
+                    await self.client.xgroup_delconsumer(stream, self.group, self.consumer)
+                    removed += 1
+        return removed
+
     async def _groups(self, stream: str) -> list[dict[str, Any]]:
         try:
             groups = await self.client.xinfo_groups(stream)
@@ -936,12 +1080,14 @@ class Flusher:
         for stream in self._streams:
             floor: tuple[int, int] | None = None
             for group in await self._groups(stream):
+                ms, seq = _id_tuple(group["last-delivered-id"])
+                low = (ms, seq + 1)
                 if int(group.get("pending") or 0):
+                    # the group may have acknowledged everything since XINFO said otherwise
                     summary = await self.client.xpending(stream, group["name"])
-                    low = _id_tuple(summary["min"])
-                else:
-                    ms, seq = _id_tuple(group["last-delivered-id"])
-                    low = (ms, seq + 1)
+                    oldest = (summary or {}).get("min")
+                    if oldest is not None:
+                        low = min(low, _id_tuple(oldest))
                 floor = low if floor is None or low < floor else floor
             if floor is not None and floor > (0, 1):
                 trimmed += await self.client.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)

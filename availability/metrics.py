@@ -80,6 +80,12 @@ DEAD_LETTERS = Counter(
     ["shard"],
     registry=REGISTRY,
 )
+MAINTENANCE_FAILURES = Counter(
+    "availability_flusher_maintenance_failures",
+    "Maintenance tasks (claiming, trimming, gauges) that failed unexpectedly; the flusher carried on.",
+    ["task"],
+    registry=REGISTRY,
+)
 LAG_RECORDS = Gauge(
     "availability_flusher_lag_records",
     "Stream entries not yet delivered to any flusher (XINFO GROUPS lag).",

@@ -25,7 +25,7 @@ import psycopg
 
 from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
-from availability.db.engine import libpq_url
+from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.model import CachedMarket, CachedSnapshot, decode_market, encode_market, format_ts, key_to_field
 from availability.warm import PgSnapshot, load_snapshots
 
@@ -127,8 +127,15 @@ async def verify(
     """Compare Redis with PostgreSQL for ``event_ids`` (default: every snapshot
     either side knows). Returns the differences, sorted by event and bookmaker."""
     wanted = None if event_ids is None else sorted(set(event_ids))
-    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
-        stored = {(s.event_id, s.bookmaker): s async for s in load_snapshots(conn, wanted, home_bookmaker=home_bookmaker)}
+    try:
+        async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+            stored = {
+                (s.event_id, s.bookmaker): s async for s in load_snapshots(conn, wanted, home_bookmaker=home_bookmaker)
+            }
+    except psycopg.Error as exc:
+        if is_schema_error(exc):
+            raise schema_not_ready(exc) from None
+        raise
     if wanted is None:
         pairs: set[tuple[int, str]] = set()
         for shard in cache.keys.all_shards():

@@ -36,7 +36,8 @@ import structlog
 
 from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
-from availability.db.engine import libpq_url
+from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
+from availability.flusher import FENCE_BUMP_SQL
 from availability.model import encode_market, format_ts, key_to_field, market_key, to_micros
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
@@ -54,6 +55,7 @@ class WarmStats:
     unavailable: int = 0
     skipped: int = 0  # Redis already had the same or a newer scrape of the snapshot
     seconds: float = 0.0
+    generation: int = 0  # the warm-up fence generation this warm-up set
 
 
 @dataclass
@@ -205,15 +207,25 @@ async def warm(
             else:
                 stats.skipped += 1
 
-    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
-        batch: list[PgSnapshot] = []
-        async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker):
-            batch.append(snap)
-            if len(batch) >= _PIPELINE:
+    try:
+        async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
+            # Fence out flusher batches read before now: once this commits, none of
+            # them can commit, so nothing lands in PostgreSQL behind this reload.
+            cur = await conn.execute(FENCE_BUMP_SQL, (cache.keys.prefix,))
+            stats.generation = int((await cur.fetchone())[0])  # type: ignore[index]
+            await conn.commit()
+            batch: list[PgSnapshot] = []
+            async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker):
+                batch.append(snap)
+                if len(batch) >= _PIPELINE:
+                    await send(batch)
+                    batch = []
+            if batch:
                 await send(batch)
-                batch = []
-        if batch:
-            await send(batch)
+    except psycopg.Error as exc:
+        if is_schema_error(exc):
+            raise schema_not_ready(exc) from None
+        raise
     await cache.mark_ready()
     stats.seconds = time.perf_counter() - started
     log.info("warm.done", snapshots=stats.snapshots, markets=stats.markets, unavailable=stats.unavailable,

@@ -28,10 +28,13 @@ from availability.errors import ConfigurationError
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0002"
+HEAD = "0003"
 
 MARKET_TABLES = ("market_odds", "competitor_market_odds")
-ALL_TABLES = {"market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots"}
+ALL_TABLES = {
+    "market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots",
+    "availability_fences",
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -184,7 +187,7 @@ def test_downgrade_drops_unavailable_at_keeps_data_and_upgrades_again(empty_data
         _insert(conn, "market_odds", _market_row(1, "18", 2.5))
         _insert(conn, "competitor_market_odds", _market_row(1, "18", 0.0, source="sportybet", unavailable_at=T0))
 
-    migrate.downgrade(url, "-1")
+    migrate.downgrade(url, "0001")
     assert migrate.current(url) == "0001"
     for table in MARKET_TABLES:
         assert "unavailable_at" not in _columns(url, table)
@@ -205,6 +208,21 @@ def test_downgrade_drops_unavailable_at_keeps_data_and_upgrades_again(empty_data
         # No backfill: the old rows come back available (NULL), as revision 0002 defines.
         assert conn.execute("SELECT count(*) FROM market_odds WHERE unavailable_at IS NULL").fetchone() == (2,)
         assert conn.execute("SELECT count(*) FROM competitor_market_odds WHERE unavailable_at IS NULL").fetchone() == (1,)
+    migrate.check(url)
+
+
+def test_fence_table_comes_and_goes_with_revision_0003(empty_database_url):
+    url = empty_database_url
+    migrate.upgrade(url, "head")
+    assert _columns(url, "availability_fences")
+    with _connect(url) as conn:
+        conn.execute("INSERT INTO availability_fences (prefix) VALUES ('av')")
+        assert conn.execute("SELECT generation FROM availability_fences").fetchone() == (0,)
+    migrate.downgrade(url, "0002")
+    assert not _columns(url, "availability_fences")
+    with _connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('availability_fences')").fetchone() == (None,)
+    migrate.upgrade(url, "head")
     migrate.check(url)
 
 
@@ -487,11 +505,11 @@ def _with_password(url: str) -> tuple[str, str]:
 def test_alembic_command_line_from_the_repository_root(empty_database_url):
     url, secret = _with_password(libpq_url(empty_database_url))
     steps = [
-        (["upgrade", "head"], "Running upgrade 0001 -> 0002"),
+        (["upgrade", "head"], "Running upgrade 0002 -> 0003"),
         (["check"], "No new upgrade operations detected"),
-        (["downgrade", "-1"], "Running downgrade 0002 -> 0001"),
-        (["current"], "0001"),
-        (["upgrade", "head"], "Running upgrade 0001 -> 0002"),
+        (["downgrade", "-1"], "Running downgrade 0003 -> 0002"),
+        (["current"], "0002"),
+        (["upgrade", "head"], "Running upgrade 0002 -> 0003"),
         (["check"], "No new upgrade operations detected"),
     ]
     for args, expected in steps:

@@ -24,6 +24,8 @@ __all__ = [
     "redact_url",
     "create_engine",
     "create_async_engine",
+    "is_schema_error",
+    "schema_not_ready",
 ]
 
 SQLALCHEMY_SCHEME = "postgresql+psycopg"
@@ -83,3 +85,23 @@ def create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An asyncio SQLAlchemy engine on psycopg 3 with ``pool_pre_ping``."""
     kwargs.setdefault("pool_pre_ping", True)
     return _sa_create_async_engine(sqlalchemy_url(url, async_=True), **kwargs)
+
+
+# The schema is missing or older than this code (undefined table, column,
+# function, type; no such schema): an operator must migrate, no retry helps.
+_SCHEMA_STATES = frozenset({"42P01", "42703", "42883", "42704", "3F000"})
+
+
+def is_schema_error(exc: BaseException) -> bool:
+    """True for a PostgreSQL error that means the database was not migrated (far enough)."""
+    return getattr(exc, "sqlstate", None) in _SCHEMA_STATES
+
+
+def schema_not_ready(exc: BaseException) -> "SchemaNotReady":
+    """The one-line error every command gives for an unmigrated database."""
+    from availability.errors import SchemaNotReady
+
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SchemaNotReady(
+        f"database: the schema is missing or older than this version ({first}); run `availability migrate`"
+    )

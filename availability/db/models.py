@@ -220,3 +220,21 @@ class AvailabilitySnapshot(Base):
             f"AvailabilitySnapshot(event_id={self.event_id!r}, bookmaker={self.bookmaker!r}, "
             f"last_scraped_at={self.last_scraped_at!r}, removed_at={self.removed_at!r})"
         )
+
+
+class AvailabilityFence(Base):
+    """One row per Redis key prefix: the warm-up generation.
+
+    ``availability warm`` increments ``generation`` before it reads PostgreSQL;
+    a flusher commits a batch only while the generation is the one it read
+    before reading that batch from Redis (see ``migrations/versions/0003``).
+    """
+
+    __tablename__ = "availability_fences"
+
+    prefix: Mapped[str] = mapped_column(Text, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    updated_at: Mapped[datetime] = _tstz(False, server_default=func.now())
+
+    def __repr__(self) -> str:
+        return f"AvailabilityFence(prefix={self.prefix!r}, generation={self.generation!r})"
