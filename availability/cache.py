@@ -11,6 +11,7 @@ flushers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -54,6 +55,7 @@ __all__ = ["MarketCache", "Scrape", "ScrapeOutcome"]
 log = structlog.get_logger("availability.cache")
 
 APPLIED = "applied"
+DUPLICATE = "duplicate"
 STALE = "stale"
 IGNORED_EMPTY = "ignored_empty"
 INVALID = "invalid"
@@ -92,7 +94,11 @@ class Scrape:
 class ScrapeOutcome:
     """What one scrape did.
 
-    ``status`` is ``applied``, ``stale`` (not newer than the last applied
+    ``status`` is ``applied``, ``duplicate`` (this exact scrape -- same event,
+    bookmaker, time and content -- was already the last one applied, e.g. a
+    call retried after its reply was lost: the outcome is what that
+    application did, transitions included, and nothing changed now),
+    ``stale`` (not newer than the last applied
     scrape: nothing changed), ``ignored_empty`` (an empty list without
     ``confirmed_empty``: nothing changed), ``invalid`` or ``error`` (see
     ``error``; nothing written), or ``cold`` (the shard must be warmed first).
@@ -120,8 +126,12 @@ class ScrapeOutcome:
         return self.status == STALE
 
     @property
+    def duplicate(self) -> bool:
+        return self.status == DUPLICATE
+
+    @property
     def ok(self) -> bool:
-        return self.status in (APPLIED, STALE, IGNORED_EMPTY)
+        return self.status in (APPLIED, DUPLICATE, STALE, IGNORED_EMPTY)
 
     @property
     def changed_anything(self) -> bool:
@@ -296,22 +306,30 @@ class MarketCache:
             completeness = "empty"
         else:
             completeness = "complete" if scrape.complete else "partial"
-        merged = merge_markets(markets)
-        fields = [key_to_field(k) for k in merged]
-        args: list[Any] = [
-            mode,
-            str(event_id),
-            bookmaker,
-            str(to_micros(scraped_at)),
-            format_ts(scraped_at),
-            completeness,
-            str(expire_ms),
-            msgpack.packb(fields, use_bin_type=True),
-            str(len(merged)),
-        ]
-        for field_name, market in zip(fields, merged.values()):
-            args.append(field_name)
-            args.append(encode_market(market))
+        try:
+            merged = merge_markets(markets)
+            fields = [key_to_field(k) for k in merged]
+            pairs: list[Any] = []
+            for field_name, market in zip(fields, merged.values()):
+                pairs.append(field_name)
+                pairs.append(encode_market(market))
+            head: list[Any] = [
+                mode,
+                str(event_id),
+                bookmaker,
+                str(to_micros(scraped_at)),
+                format_ts(scraped_at),
+                completeness,
+                str(expire_ms),
+                msgpack.packb(fields, use_bin_type=True),
+            ]
+        except (InvalidScrape, ValueError, TypeError) as exc:  # e.g. text msgpack cannot encode
+            error = exc if isinstance(exc, InvalidScrape) else InvalidScrape(
+                f"event {event_id} at {bookmaker}: markets: cannot encode: {type(exc).__name__}: {exc}"
+            )
+            return _Prepared(None, None, event_id, bookmaker, None,
+                             ScrapeOutcome(event_id, bookmaker, None, INVALID, error=error))
+        args = [*head, _digest(head, pairs), str(len(merged)), *pairs]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at)
 
@@ -353,6 +371,8 @@ class MarketCache:
         if isinstance(reply, Exception):
             return ScrapeOutcome(**base, status=ERROR, error=reply)
         status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+        if status not in (APPLIED, DUPLICATE, STALE, COLD):
+            return ScrapeOutcome(**base, status=ERROR, error=ResponseError(f"unexpected script reply {reply!r}"))
         if status == STALE:
             return ScrapeOutcome(**base, status=STALE, last_scraped_at=from_micros(int(reply[1])))
         if status == COLD:
@@ -368,7 +388,7 @@ class MarketCache:
         _, new, changed, unchanged, unavailable, available, stream_id = reply
         return ScrapeOutcome(
             **base,
-            status=APPLIED,
+            status=status,
             became_unavailable=tuple(sorted((field_to_key(f) for f in unavailable), key=key_sort_order)),
             became_available=tuple(sorted((field_to_key(f) for f in available), key=key_sort_order)),
             new=int(new),
@@ -467,11 +487,17 @@ class MarketCache:
         return (await self.get_snapshots([event_id], [bookmaker])).get((event_id, bookmaker))
 
     async def get_snapshots(
-        self, event_ids: Iterable[int], bookmakers: Iterable[str] | None = None
+        self,
+        event_ids: Iterable[int],
+        bookmakers: Iterable[str] | None = None,
+        *,
+        undecodable: list[tuple[int, str, str, str]] | None = None,
     ) -> dict[tuple[int, str], CachedSnapshot]:
         """Snapshots of many events, keyed by ``(event_id, bookmaker)``.
 
-        Without ``bookmakers``, every bookmaker cached for each event."""
+        Without ``bookmakers``, every bookmaker cached for each event. Stored
+        entries that do not decode are skipped and listed in ``undecodable``
+        (see :func:`snapshot_from_hashes`)."""
         event_ids = [validate_event_id(e) for e in event_ids]
         pairs: list[tuple[int, str]] = []
         if bookmakers is not None:
@@ -502,7 +528,7 @@ class MarketCache:
             meta, markets, stamps = replies[3 * i : 3 * i + 3]
             if not meta and not markets:
                 continue
-            out[(e, b)] = snapshot_from_hashes(e, b, meta, markets, stamps)
+            out[(e, b)] = snapshot_from_hashes(e, b, meta, markets, stamps, undecodable)
         return out
 
     async def bookmakers_of(self, event_id: int) -> list[str]:
@@ -532,10 +558,29 @@ class MarketCache:
         return [p for p, a in zip(pairs, alive) if a]
 
 
+def _digest(head: list[Any], pairs: list[Any]) -> bytes:
+    """A digest of a scrape's script arguments: equal for an exact re-delivery only."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (*head, *pairs):
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(4, "big"))
+        h.update(data)
+    return h.hexdigest().encode()
+
+
 def snapshot_from_hashes(
-    event_id: int, bookmaker: str, meta: dict, markets: dict, stamps: dict
+    event_id: int,
+    bookmaker: str,
+    meta: dict,
+    markets: dict,
+    stamps: dict,
+    undecodable: list[tuple[int, str, str, str]] | None = None,
 ) -> CachedSnapshot:
-    """Decode the three hashes of one (event, bookmaker) into a snapshot."""
+    """Decode the three hashes of one (event, bookmaker) into a snapshot.
+
+    A stored entry that does not decode as a market (only a raw write around the
+    script can leave one) is left out, logged by key and appended to
+    ``undecodable`` as ``(event_id, bookmaker, field, error)``; the rest decodes."""
 
     def ts(name: bytes) -> datetime | None:
         value = meta.get(name)
@@ -544,7 +589,14 @@ def snapshot_from_hashes(
     decoded: list[CachedMarket] = []
     for field_name, payload in markets.items():
         stamp = stamps.get(field_name)
-        decoded.append(decode_market(payload, parse_ts(stamp) if stamp else None))
+        try:
+            decoded.append(decode_market(payload, parse_ts(stamp) if stamp else None))
+        except Exception as exc:  # msgpack, shape or timestamp errors: report it, read the rest
+            name = field_name.decode(errors="replace") if isinstance(field_name, bytes) else str(field_name)
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("cache.undecodable_market", event_id=event_id, bookmaker=bookmaker, field=name, error=error)
+            if undecodable is not None:
+                undecodable.append((event_id, bookmaker, name, error))
     decoded.sort(key=lambda m: key_sort_order(m.key))
     return CachedSnapshot(
         event_id=event_id,

@@ -64,9 +64,12 @@ async def inspect_event(cache: MarketCache, event_id: int, bookmaker: str | None
         stamps = await cache.client.hgetall(keys.unavailable(event_id, b))
         if not meta and not markets:
             continue
-        snapshot = snapshot_from_hashes(event_id, b, meta, markets, stamps)
+        undecodable: list[tuple[int, str, str, str]] = []
+        snapshot = snapshot_from_hashes(event_id, b, meta, markets, stamps, undecodable)
         removed = meta.get(b"removed_at")
-        out.append(_snapshot_dict(snapshot, removed.decode() if removed else None, keys))
+        entry = _snapshot_dict(snapshot, removed.decode() if removed else None, keys)
+        entry["undecodable"] = [{"key": field, "error": error} for _, _, field, error in undecodable]
+        out.append(entry)
     return {"event_id": event_id, "snapshots": out}
 
 
@@ -113,6 +116,8 @@ def render_inspect(report: dict[str, Any], console: Any) -> None:
         )
         if snap["removed_at"]:
             caption += f" · left the listing at {_short(snap['removed_at'])}"
+        for bad in snap.get("undecodable", ()):
+            caption += f"\nnot a market, skipped: {bad['key']} ({bad['error']})"
         table = Table(title=title, caption=caption, title_justify="left", caption_justify="left",
                       box=box.SIMPLE_HEAD)
         table.add_column("key", no_wrap=True)

@@ -39,6 +39,8 @@ KINDS = (
     "missing_in_redis",
     "payload",
     "unavailable_at",
+    "undecodable_in_redis",
+    "undecodable_in_postgres",
 )
 
 
@@ -62,6 +64,8 @@ class Mismatch:
             "snapshot_missing_in_redis": "in PostgreSQL, not cached in Redis",
             "missing_in_postgres": "cached in Redis, no row in PostgreSQL",
             "missing_in_redis": "row in PostgreSQL, not cached in Redis",
+            "undecodable_in_redis": f"stored entry is not a market ({self.redis})",
+            "undecodable_in_postgres": f"row cannot be read as a market ({self.postgres})",
         }.get(self.kind)
         if what is not None:
             return f"{where}: {what}"
@@ -101,7 +105,13 @@ def _compare(redis_snap: CachedSnapshot | None, pg: PgSnapshot | None, event_id:
     cached = {key_to_field(m.key): m for m in redis_snap.markets}
     stored = {}
     for row in pg.rows:
-        market = row_to_market(row)
+        try:
+            market = row_to_market(row)
+        except Exception as exc:  # report the row by key, compare the rest
+            field = f"{row.get('betpawa_market_id')}@{row.get('line')}"
+            out.append(Mismatch("undecodable_in_postgres", event_id, bookmaker, field,
+                                postgres=f"{type(exc).__name__}: {exc}"[:300]))
+            continue
         stored[key_to_field(market.key)] = market
     for field in sorted(cached.keys() | stored.keys()):
         c, s = cached.get(field), stored.get(field)
@@ -144,9 +154,12 @@ async def verify(
     else:
         events = wanted
     cached: dict[tuple[int, str], CachedSnapshot] = {}
+    undecodable: list[tuple[int, str, str, str]] = []
     for i in range(0, len(events), 200):
-        cached.update(await cache.get_snapshots(events[i : i + 200]))
-    out: list[Mismatch] = []
+        cached.update(await cache.get_snapshots(events[i : i + 200], undecodable=undecodable))
+    out: list[Mismatch] = [
+        Mismatch("undecodable_in_redis", e, b, field, redis=error) for e, b, field, error in undecodable
+    ]
     for event_id, bookmaker in sorted(cached.keys() | stored.keys()):
         out += _compare(cached.get((event_id, bookmaker)), stored.get((event_id, bookmaker)), event_id, bookmaker)
     return out

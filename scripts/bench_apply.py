@@ -319,7 +319,7 @@ async def measure_redis_side(url: str, events: int, cycles: int, seed: int, own_
                 t = time.perf_counter()
                 prepared = [cache._prepare(s) for s in batch]
                 prep = time.perf_counter() - t
-                markets = sum(int(p.args[8]) for p in prepared)
+                markets = sum(int(p.args[9]) for p in prepared)
                 blind = client.pipeline(transaction=False)
                 for p in prepared:
                     blind.execute_command("HSET", blind_keys.markets(p.event_id, p.bookmaker), *p.args[9:])

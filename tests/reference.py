@@ -8,9 +8,11 @@ cache's rules, including the order in which they are checked:
 1. an empty list without ``confirmed_empty`` (or a partial one) is
    ``ignored_empty`` before anything else: nothing changes, the clock does not
    move;
-2. a scrape not newer than the last applied one is ``stale``: nothing changes;
-3. an event removal with nothing cached is ``applied`` but writes nothing
-   (the clock does not move either);
+2. a scrape not newer than the last applied one is ``stale``: nothing
+   changes; but the exact re-delivery of the last applied scrape (same
+   time, same content) is ``duplicate``, told what its application did;
+3. an event removal with nothing cached is ``applied`` and moves the clock
+   like any other scrape;
 4. rows sharing a key are merged; present markets are stored and cleared if
    they were unavailable; only a complete (or confirmed-empty) scrape stamps
    the missing ones, each once.
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
 
-from availability.cache import APPLIED, IGNORED_EMPTY, STALE, Scrape, ScrapeOutcome
+from availability.cache import APPLIED, DUPLICATE, IGNORED_EMPTY, STALE, Scrape, ScrapeOutcome
 from availability.detection import detect_availability_changes
 from availability.errors import InvalidScrape
 from availability.keys import validate_bookmaker, validate_event_id
@@ -74,6 +76,8 @@ class RefState:
     last_scraped_at: datetime | None = None
     captured_at: datetime | None = None
     last_confirmed_at: datetime | None = None
+    last_identity: tuple | None = None  # what makes a re-delivery of the last scrape exact
+    last_result: Expected | None = None
 
 
 def _sorted(keys: Iterable[MarketKey]) -> tuple[MarketKey, ...]:
@@ -104,7 +108,8 @@ class ReferenceCache:
             raise InvalidScrape(f"confirmed_empty: True but {len(markets)} markets were given for {where}")
         if not markets and not (scrape.confirmed_empty and scrape.complete):
             return Expected(IGNORED_EMPTY)
-        return self._apply(event_id, bookmaker, at, markets, complete=scrape.complete, removed=False)
+        return self._apply(event_id, bookmaker, at, markets, complete=scrape.complete, removed=False,
+                           expires_at=scrape.expires_at)
 
     def mark_event_removed(self, event_id: int, bookmaker: str, at: datetime) -> Expected:
         """Mirror :meth:`MarketCache.mark_event_removed`."""
@@ -120,17 +125,20 @@ class ReferenceCache:
         *,
         complete: bool,
         removed: bool,
+        expires_at: datetime | None = None,
     ) -> Expected:
         state = self.states.get((event_id, bookmaker))
+        merged = merge_markets(markets)
+        identity = (removed, complete, expires_at,
+                    tuple((key, encode_market(m)) for key, m in merged.items()))
         if state is not None and state.last_scraped_at is not None and at <= state.last_scraped_at:
+            if at == state.last_scraped_at and identity == state.last_identity and state.last_result:
+                return dataclasses.replace(state.last_result, status=DUPLICATE)
             return Expected(STALE)
-        if removed and (state is None or not state.markets):
-            return Expected(APPLIED)
         if state is None:
             state = self.states[(event_id, bookmaker)] = RefState()
 
         previous = list(state.markets.values())
-        merged = merge_markets(markets)
         new = changed = unchanged = 0
         became_available: list[MarketKey] = []
         for key, market in merged.items():
@@ -159,7 +167,9 @@ class ReferenceCache:
             state.captured_at = at
         if merged:
             state.last_confirmed_at = at
-        return Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
+        result = Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
+        state.last_identity, state.last_result = identity, result
+        return result
 
     # ------------------------------------------------------------ reads
 

@@ -175,20 +175,28 @@ async def test_stale_and_duplicate_scrapes_change_nothing(cache, redis_client, k
     s1 = Scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5)], at(0))
     s2 = Scrape(EVENT, BM, [ONE_X_TWO], at(5))
     s3 = Scrape(EVENT, BM, [mk("18", 2.5, 3.0)], at(3))
+    s2_other = Scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5)], at(5))  # another scrape at the same time
     assert (await cache.apply_scrape(**vars(s1))).applied
-    assert (await cache.apply_scrape(**vars(s2))).applied
+    first = await cache.apply_scrape(**vars(s2))
+    assert first.applied and first.became_unavailable == (MarketKey("18", 2.5),)
     before = await dump(redis_client, key_prefix)
     changes = cache.keys.changes(cache.keys.shard_of(EVENT))
     assert before[changes.encode()][1][0] == 2
 
-    for late in (s1, s2, s3):  # a replay, a duplicate, and an older scrape from a slow worker
+    for late in (s1, s3, s2_other):  # a replay, an older scrape from a slow worker, a clash
         outcome = await cache.apply_scrape(**vars(late))
         assert outcome.stale and outcome.status == "stale"
         assert outcome.last_scraped_at == at(5)
         assert outcome.became_unavailable == outcome.became_available == ()
         assert (outcome.new, outcome.changed, outcome.unchanged, outcome.stream_id) == (0, 0, 0, None)
-    for outcome in await cache.apply_batch([s1, s2, s3]):
+    for outcome in await cache.apply_batch([s1, s3, s2_other]):
         assert outcome.stale
+    # the exact re-delivery of the last applied scrape learns what it did
+    for again in [await cache.apply_scrape(**vars(s2)), *(await cache.apply_batch([s2, s2]))]:
+        assert again.duplicate and again.ok and not again.applied and not again.stale
+        assert again.became_unavailable == first.became_unavailable
+        assert (again.new, again.changed, again.unchanged, again.stream_id) == (
+            first.new, first.changed, first.unchanged, first.stream_id)
     assert await dump(redis_client, key_prefix) == before
 
 
@@ -234,7 +242,7 @@ async def test_mark_event_removed_stamps_available_markets(cache, redis_client, 
     record = (await records(cache))[-1]
     assert (record.kind, record.completeness, record.present) == ("removed", "empty", ())
 
-    assert (await cache.mark_event_removed(EVENT, BM, at(10))).stale
+    assert (await cache.mark_event_removed(EVENT, BM, at(10))).duplicate  # its own re-delivery
     still_gone = await cache.mark_event_removed(EVENT, BM, at(15))
     assert still_gone.applied and still_gone.became_unavailable == ()
     assert await redis_client.hget(meta, "removed_at") == format_ts(at(10)).encode()  # the first one is kept
@@ -244,13 +252,22 @@ async def test_mark_event_removed_stamps_available_markets(cache, redis_client, 
     assert await redis_client.hget(meta, "removed_at") is None
 
 
-async def test_mark_event_removed_with_nothing_cached_writes_nothing(cache, redis_client, key_prefix):
-    before = await dump(redis_client, key_prefix)
-    outcome = await cache.mark_event_removed(EVENT, BM, at(0))
-    assert outcome.applied
-    assert outcome.became_unavailable == () and outcome.stream_id is None
-    assert await dump(redis_client, key_prefix) == before
-    assert await cache.get_snapshot(EVENT, BM) is None
+async def test_removal_with_nothing_cached_advances_the_clock_and_follows_staleness(cache, redis_client):
+    outcome = await cache.mark_event_removed(EVENT, BM, at(5))
+    assert outcome.applied and outcome.became_unavailable == () and outcome.stream_id is not None
+    meta = cache.keys.meta(EVENT, BM)
+    assert await redis_client.hget(meta, "removed_at") == format_ts(at(5)).encode()
+    record = (await records(cache))[-1]
+    assert (record.kind, record.scraped_at, record.changes) == ("removed", at(5), ())
+    snap = await cache.get_snapshot(EVENT, BM)
+    assert snap.markets == () and snap.last_scraped_at == at(5)
+
+    # its re-delivery is a duplicate, an older scrape or removal delivered later is stale
+    assert (await cache.mark_event_removed(EVENT, BM, at(5))).duplicate
+    assert (await cache.mark_event_removed(EVENT, BM, at(4))).stale
+    assert (await cache.apply_scrape(EVENT, BM, [ONE_X_TWO], at(3))).stale
+    assert len(await records(cache)) == 1
+    assert (await cache.apply_scrape(EVENT, BM, [ONE_X_TWO], at(6))).applied
 
 
 # ---------------------------------------------------------------- batches and reads
@@ -266,8 +283,8 @@ async def test_apply_batch_reports_one_invalid_scrape_without_blocking_the_other
         Scrape(1, BM, [ONE_X_TWO], at(0)),  # duplicate of the first, in the same round trip
     ]
     outcomes = await cache.apply_batch(batch, removed=[Scrape(3, "sportybet", [], at(1))])
-    assert [o.status for o in outcomes] == ["applied", "invalid", "applied", "invalid", "ignored_empty", "stale",
-                                            "applied"]
+    assert [o.status for o in outcomes] == ["applied", "invalid", "applied", "invalid", "ignored_empty",
+                                            "duplicate", "applied"]
     assert isinstance(outcomes[1].error, InvalidScrape)
     assert "odds" in str(outcomes[1].error) and "got 0" in str(outcomes[1].error)
     assert isinstance(outcomes[3].error, InvalidScrape)
@@ -690,22 +707,21 @@ def script_args(event_id: int, markets: list[dict], when: datetime, completeness
     coerced = [coerce_market(m) for m in markets]
     fields = [key_to_field(m.key) for m in coerced]
     args: list[Any] = [mode, str(event_id), BM, str(to_micros(when)), format_ts(when), completeness, "0",
-                       msgpack.packb(fields, use_bin_type=True), str(len(coerced))]
+                       msgpack.packb(fields, use_bin_type=True), "digest-of-the-call", str(len(coerced))]
     for f, m in zip(fields, coerced):
         args += [f, encode_market(m)]
     return args
 
 
 def bad_argv(good: list[Any]) -> dict[str, list[Any]]:
-    one = good[:9] + good[9:11]
-    one[8] = "1"
+    other_market = encode_market(coerce_market(mk("77")))
     return {
         "missing_payload": good[:-1],
         "extra_argument": good + ["extra"],
         "too_few_arguments": good[:5],
         "bad_completeness": good[:5] + ["full"] + good[6:],
         "bad_mode": ["upsert"] + good[1:],
-        "duplicate_field": good[:8] + ["2"] + good[9:11] + good[9:11],
+        "duplicate_field": good[:9] + ["2"] + good[10:12] + good[10:12],
         "scraped_us_decimal": good[:3] + ["1795867200000000.5"] + good[4:],
         "scraped_us_negative": good[:3] + ["-1"] + good[4:],
         "scraped_us_text": good[:3] + ["soon"] + good[4:],
@@ -714,14 +730,20 @@ def bad_argv(good: list[Any]) -> dict[str, list[Any]]:
         "event_id_text": good[:1] + ["abc"] + good[2:],
         "bookmaker_empty": good[:2] + [""] + good[3:],
         "expire_negative": good[:6] + ["-1"] + good[7:],
-        "n_not_integer": good[:8] + ["two"] + good[9:],
-        "n_mismatch": good[:8] + ["3"] + good[9:],
-        "field_without_at": good[:9] + ["18"] + good[10:],
-        "empty_payload": good[:10] + [b""] + good[11:],
-        "complete_without_markets": good[:8] + ["0"],
+        "digest_empty": good[:8] + [""] + good[9:],
+        "n_not_integer": good[:9] + ["two"] + good[10:],
+        "n_mismatch": good[:9] + ["3"] + good[10:],
+        "field_without_at": good[:10] + ["18"] + good[11:],
+        "empty_payload": good[:11] + [b""] + good[12:],
+        "payload_not_msgpack_of_a_market": good[:11] + [b"garbage"] + good[12:],
+        "payload_truncated": good[:11] + [good[11][:-3]] + good[12:],
+        "payload_with_trailing_bytes": good[:11] + [good[11] + b"\x01"] + good[12:],
+        "payload_of_another_market": good[:11] + [other_market] + good[12:],
+        "payload_msgpack_map": good[:11] + [msgpack.packb({"betpawa_market_id": "1"})] + good[12:],
+        "complete_without_markets": good[:9] + ["0"],
         "empty_with_markets": good[:5] + ["empty"] + good[6:],
         "removed_with_markets": ["removed"] + good[1:5] + ["empty"] + good[6:],
-        "removed_partial": ["removed"] + good[1:5] + ["partial"] + good[6:8] + ["0"],
+        "removed_partial": ["removed"] + good[1:5] + ["partial"] + good[6:9] + ["0"],
     }
 
 

@@ -1,6 +1,6 @@
 -- apply_scrape(KEYS=[markets, unavailable, meta, snapshots, changes, ready],
 --              ARGV=[mode, event_id, bookmaker, scraped_us, scraped_iso, completeness,
---                    expire_at_ms, present_blob, n, key_1, payload_1, ..., key_n, payload_n])
+--                    expire_at_ms, present_blob, digest, n, key_1, payload_1, ..., key_n, payload_n])
 --
 -- One scrape of one event at one bookmaker, applied atomically with
 -- compare-and-set semantics. All KEYS share one hash tag (one cluster slot).
@@ -12,9 +12,12 @@
 --                 event really has no markets; stamps everything)
 --   expire_at_ms  0, or a Unix time in ms at which the event's keys expire
 --   present_blob  msgpack list of the present market fields, copied into the change record
+--   digest        the client's digest of every other argument: recognises an exact re-delivery
 --   key_i         canonical market field "<id>@<line>"; payload_i canonical msgpack of the market
 --
 -- Reply: {"applied", new, changed, unchanged, {stamped fields}, {cleared fields}, stream id or ""}
+--      | {"duplicate", <the reply's items after "applied">}  this exact scrape was the last one
+--                                     applied (a retried call): what that application did
 --      | {"stale", last_scraped_us}   the scrape is not newer than the last one applied
 --      | {"cold"}                     the shard has not been warmed (Redis lost its data)
 -- Errors are raised before the first write, so a rejected call writes nothing.
@@ -33,7 +36,8 @@ end
 if #KEYS ~= 6 then return fail('expected 6 keys, got ' .. #KEYS) end
 local mode, event_id, bookmaker = ARGV[1], ARGV[2], ARGV[3]
 local scraped_us, scraped_iso, completeness = ARGV[4], ARGV[5], ARGV[6]
-local expire_at_ms, present_blob = ARGV[7], ARGV[8]
+local expire_at_ms, present_blob, digest = ARGV[7], ARGV[8], ARGV[9]
+local FIRST = 11  -- ARGV index of key_1
 if mode ~= 'scrape' and mode ~= 'removed' then return fail('mode: expected scrape or removed, got ' .. tostring(mode)) end
 if not is_uint(event_id) then return fail('event_id: expected a positive integer, got ' .. tostring(event_id)) end
 if type(bookmaker) ~= 'string' or #bookmaker == 0 then return fail('bookmaker: expected a slug') end
@@ -43,9 +47,11 @@ if completeness ~= 'complete' and completeness ~= 'partial' and completeness ~= 
   return fail('completeness: expected complete, partial or empty, got ' .. tostring(completeness))
 end
 if not is_uint(expire_at_ms) then return fail('expire_at_ms: expected an integer, got ' .. tostring(expire_at_ms)) end
-if not is_uint(ARGV[9]) then return fail('n: expected an integer, got ' .. tostring(ARGV[9])) end
-local n = tonumber(ARGV[9])
-if #ARGV ~= 9 + 2 * n then return fail('expected ' .. (9 + 2 * n) .. ' arguments for ' .. n .. ' markets, got ' .. #ARGV) end
+if type(digest) ~= 'string' or #digest == 0 or #digest > 64 then return fail('digest: expected 1 to 64 bytes') end
+if not is_uint(ARGV[10]) then return fail('n: expected an integer, got ' .. tostring(ARGV[10])) end
+local n = tonumber(ARGV[10])
+local LAST = FIRST - 1 + 2 * n
+if #ARGV ~= LAST then return fail('expected ' .. LAST .. ' arguments for ' .. n .. ' markets, got ' .. #ARGV) end
 if completeness == 'empty' and n ~= 0 then return fail('completeness empty with ' .. n .. ' markets') end
 if completeness == 'complete' and n == 0 then return fail('completeness complete with no markets (say empty explicitly)') end
 if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('mode removed takes no markets') end
@@ -53,25 +59,41 @@ if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('m
 -- present[field] = its index in ARGV; the compare step below turns it into true
 -- (stored, same payload) or false (stored, other payload).
 local present = {}
-for i = 10, 9 + 2 * n, 2 do
+for i = FIRST, LAST, 2 do
   local key = ARGV[i]
-  if #key < 2 or not find(key, '@', 1, true) then return fail('market ' .. (i - 8) / 2 .. ': field ' .. key .. ' is not <id>@<line>') end
+  if #key < 2 or not find(key, '@', 1, true) then return fail('market ' .. (i - FIRST) / 2 + 1 .. ': field ' .. key .. ' is not <id>@<line>') end
   if #ARGV[i + 1] == 0 then return fail('market ' .. key .. ': empty payload') end
   if present[key] then return fail('market ' .. key .. ': duplicate field (merge rows before sending)') end
   present[key] = i
 end
 
+-- A payload must be a market (a positional msgpack array, schema 2) for the field
+-- it is stored under: readers decode every stored payload.
+local function is_market(key, payload)
+  local ok, offset, m = pcall(cmsgpack.unpack_one, payload)
+  if not ok or offset ~= -1 or type(m) ~= 'table' then return false end
+  local id = m[1]
+  if type(id) ~= 'string' or type(m[2]) ~= 'string' or type(m[7]) ~= 'table' then return false end
+  -- the field is "<id>@<line>", and the line part holds no '@'
+  return #key > #id + 1 and string.sub(key, 1, #id + 1) == id .. '@' and not find(key, '@', #id + 2, true)
+end
+
 -- ---------------------------------------------------------------- cold and stale checks
 if redis.call('EXISTS', KEYS[6]) == 0 then return {'cold'} end
-local meta_before = redis.call('HMGET', KEYS[3], 'last_scraped_us', 'expire_at_ms', 'removed_at')
+local meta_before = redis.call('HMGET', KEYS[3], 'last_scraped_us', 'expire_at_ms', 'removed_at',
+                               'last_digest', 'last_reply')
 local last = meta_before[1]
-if last and tonumber(scraped_us) <= tonumber(last) then return {'stale', last} end
+if last and tonumber(scraped_us) <= tonumber(last) then
+  if scraped_us == last and meta_before[4] == digest and meta_before[5] then
+    local reply = cmsgpack.unpack(meta_before[5])
+    table.insert(reply, 1, 'duplicate')
+    return reply
+  end
+  return {'stale', last}
+end
 
 -- ---------------------------------------------------------------- compare (read each hash once)
 local stored_flat = redis.call('HGETALL', KEYS[1])
-if mode == 'removed' and #stored_flat == 0 then
-  return {'applied', 0, 0, 0, {}, {}, ''}
-end
 -- one pass over the stored markets: compare the present ones, collect the others
 local missing = {}  -- indexes in stored_flat of stored fields this scrape did not list
 for i = 1, #stored_flat, 2 do
@@ -86,9 +108,16 @@ local stamped_keys = redis.call('HKEYS', KEYS[2])
 local stamped_before = {}
 for i = 1, #stamped_keys do stamped_before[stamped_keys[i]] = true end
 
+-- every payload that will be stored must be a market (unchanged ones equal stored bytes)
+for i = FIRST, LAST, 2 do
+  if present[ARGV[i]] ~= true and not is_market(ARGV[i], ARGV[i + 1]) then
+    return fail('market ' .. ARGV[i] .. ': payload is not a market for this field')
+  end
+end
+
 local writes, record, became_available, became_unavailable, stamps = {}, {}, {}, {}, {}
 local new, changed, unchanged = 0, 0, 0
-for i = 10, 9 + 2 * n, 2 do
+for i = FIRST, LAST, 2 do
   local key = ARGV[i]
   local same = present[key]
   local flags
@@ -161,4 +190,8 @@ local stream_id = redis.call('XADD', KEYS[5], '*',
     'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
     'scraped_at', scraped_us, 'completeness', completeness,
     'present', present_blob, 'markets', cmsgpack.pack(record))
-return {'applied', new, changed, unchanged, became_unavailable, became_available, stream_id}
+local result = {new, changed, unchanged, became_unavailable, became_available, stream_id}
+-- kept so that a retried call of this very scrape learns what it did
+redis.call('HSET', KEYS[3], 'last_digest', digest, 'last_reply', cmsgpack.pack(result))
+table.insert(result, 1, 'applied')
+return result
