@@ -526,13 +526,22 @@ async def _backlog(cache: Any) -> tuple[int, int]:
     return sum(r["lag"] for r in rows.values()), sum(r["pending"] for r in rows.values())
 
 
+_CLAIM_PREFIX = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'claimed_by', ARGV[1])
+return 1
+"""
+
+
 async def _refuse_used_prefix(redis_url: str, options: DemoOptions) -> None:
     """A demo writes synthetic data: never into a deployment that already holds some."""
     from availability.cache import MarketCache
     from availability.logs import redact_url
 
     async with MarketCache.from_url(redis_url, prefix=options.prefix, shards=options.shards) as cache:
-        if await cache.client.exists(cache.keys.config()):
+        # check and claim in one step: of two demos started at once on one prefix, one runs
+        claimed = await cache.client.eval(_CLAIM_PREFIX, 1, cache.keys.config(), f"demo-{os.getpid()}")
+        if not claimed:
             raise ConfigurationError(
                 f"prefix {options.prefix!r} on {redact_url(redis_url)} already holds a deployment; "
                 f"the demo writes synthetic data, so pass a new --prefix (e.g. --prefix demo-{os.getpid()})"
@@ -549,18 +558,42 @@ def _ping_database(database_url: str) -> None:
     psycopg.connect(libpq_url(database_url), connect_timeout=10).close()
 
 
-async def _refuse_used_database(database_url: str, event_ids: list[int]) -> None:
+# pg_try_advisory_lock key ("av" "dm") a demo holds for as long as it runs
+_DEMO_LOCK = 0x6176_646D
+
+
+async def _claim_database(database_url: str, event_ids: list[int]) -> Any:
+    """Claim the database for this demo: a session advisory lock held on the
+    returned connection until it is closed (two demos at once: one runs), and
+    none of the demo's events may be there yet."""
     import psycopg
 
     from availability.db.engine import libpq_url
     from availability.logs import redact_url
 
-    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
-        cur = await conn.execute(
-            "SELECT count(*) FROM availability_snapshots WHERE event_id BETWEEN %s AND %s",
-            (min(event_ids), max(event_ids)),
-        )
-        (n,) = await cur.fetchone()
+    conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
+    try:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_DEMO_LOCK,))
+        if not (await cur.fetchone())[0]:  # type: ignore[index]
+            raise ConfigurationError(
+                f"database {redact_url(database_url)} is in use by another demo; "
+                f"point DATABASE_URL at another database"
+            )
+        await _refuse_used_database(conn, database_url, event_ids)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _refuse_used_database(conn: Any, database_url: str, event_ids: list[int]) -> None:
+    from availability.logs import redact_url
+
+    cur = await conn.execute(
+        "SELECT count(*) FROM availability_snapshots WHERE event_id BETWEEN %s AND %s",
+        (min(event_ids), max(event_ids)),
+    )
+    (n,) = await cur.fetchone()
     if n:
         raise ConfigurationError(
             f"database {redact_url(database_url)} already holds {n} snapshots of the demo's events "
@@ -628,9 +661,10 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
     event_ids = feed.event_ids()
     cache = MarketCache.from_url(redis_url, prefix=options.prefix, shards=options.shards)
     progress = Progress(cycles=options.cycles)
+    claim = None
     try:
         if external_db:
-            await _refuse_used_database(database_url, event_ids)
+            claim = await _claim_database(database_url, event_ids)
         progress.phase = "warm-up"
         show(progress)
         await warm(cache, database_url)
@@ -763,6 +797,8 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
         return report
     finally:
         await cache.close()
+        if claim is not None:
+            await claim.close()  # releases the database for the next demo
 
 
 async def _cache_totals(cache: Any) -> dict[str, int]:

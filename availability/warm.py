@@ -56,6 +56,7 @@ class WarmStats:
     skipped: int = 0  # Redis already had the same or a newer scrape of the snapshot
     seconds: float = 0.0
     generation: int = 0  # the warm-up fence generation this warm-up set
+    undecodable: int = 0  # PostgreSQL rows that could not be read as markets (logged, skipped)
 
 
 @dataclass
@@ -153,7 +154,7 @@ async def load_snapshots(
         yield snapshot(key, [])
 
 
-def _script_args(snap: PgSnapshot) -> list[Any]:
+def _script_args(snap: PgSnapshot, undecodable: list[tuple[int, str, str]] | None = None) -> list[Any]:
     meta = snap.meta()
     args: list[Any] = [str(snap.event_id), snap.bookmaker, meta["last_scraped_us"], str(len(meta))]
     for name, value in meta.items():
@@ -161,9 +162,18 @@ def _script_args(snap: PgSnapshot) -> list[Any]:
     markets: list[Any] = []
     stamps: list[Any] = []
     for row in snap.rows:
-        market = row_to_market(row)
-        field = key_to_field(market_key(market.betpawa_market_id, market.line))
-        markets += [field, encode_market(market)]
+        try:
+            market = row_to_market(row)
+            field = key_to_field(market_key(market.betpawa_market_id, market.line))
+            payload = encode_market(market)
+        except Exception as exc:  # a row no scrape could have written: report it by key, load the rest
+            log.error("warm.undecodable_row", event_id=snap.event_id, bookmaker=snap.bookmaker,
+                      market=f"{row.get('betpawa_market_id')!r}@{row.get('line')!r}",
+                      error=f"{type(exc).__name__}: {exc}"[:300])
+            if undecodable is not None:
+                undecodable.append((snap.event_id, snap.bookmaker, str(row.get("betpawa_market_id"))))
+            continue
+        markets += [field, payload]
         if market.unavailable_at is not None:
             stamps += [field, format_ts(market.unavailable_at)]
     return [*args, str(len(markets) // 2), *markets, str(len(stamps) // 2), *stamps]
@@ -190,7 +200,9 @@ async def warm(
     is_cluster = cache.client.__class__.__name__ == "RedisCluster"
 
     async def send(batch: list[PgSnapshot]) -> None:
-        calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s), s) for s in batch]
+        bad: list[tuple[int, str, str]] = []
+        calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s, bad), s) for s in batch]
+        stats.undecodable += len(bad)
         if is_cluster:
             replies = [await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a) for k, a, _ in calls]
         else:

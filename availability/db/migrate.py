@@ -139,16 +139,38 @@ def alembic_config(
 # ---------------------------------------------------------------- commands
 
 
+# pg_advisory_xact_lock key of migrations ("av" "mg"): one migration at a time per database
+MIGRATION_LOCK = 0x6176_6D67
+
+
+def _locked(database_url: str, run: Any) -> None:
+    """Run an Alembic command in one transaction that first takes the migration
+    lock: processes migrating at once run one after the other, and the later
+    ones find the database already at the target (no duplicate ``alembic_version``)."""
+    from sqlalchemy import text
+
+    engine = create_engine(database_url, poolclass=_null_pool())
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            config = alembic_config(database_url)
+            config.attributes["connection"] = connection
+            run(config)
+    finally:
+        engine.dispose()
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (default: the latest)."""
+    """Upgrade the database to ``revision`` (default: the latest); safe to run
+    from several processes at once."""
     log.info("alembic upgrade %s on %s", revision, redact_url(database_url))
-    command.upgrade(alembic_config(database_url), revision)
+    _locked(database_url, lambda config: command.upgrade(config, revision))
 
 
 def downgrade(database_url: str, revision: str) -> None:
     """Downgrade the database to ``revision`` (``"-1"``, ``"0001"``, ``"base"``...)."""
     log.info("alembic downgrade %s on %s", revision, redact_url(database_url))
-    command.downgrade(alembic_config(database_url), revision)
+    _locked(database_url, lambda config: command.downgrade(config, revision))
 
 
 def check(database_url: str, *, target_metadata: MetaData | None = None) -> None:
