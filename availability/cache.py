@@ -65,6 +65,15 @@ ERROR = "error"
 _CLUSTER_IN_FLIGHT = 32
 
 
+def _encode(market: CachedMarket, where: str) -> bytes:
+    try:
+        return encode_market(market)
+    except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidScrape(
+            f"{where}: market {key_to_field(market.key)}: cannot be encoded: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _load_lua(name: str) -> str:
     return resources.files("availability").joinpath("lua", name).read_text()
 
@@ -282,6 +291,10 @@ class MarketCache:
                 raise InvalidScrape(
                     f"confirmed_empty: True but {len(markets)} markets were given for {where}"
                 )
+            merged = merge_markets(markets)  # KeyCollision (an InvalidScrape): two markets with one key
+            # encoded here, inside the try: a market that cannot be encoded makes this scrape
+            # invalid instead of raising out of apply_batch for the whole batch
+            payloads = [_encode(m, where) for m in merged.values()]
         except InvalidScrape as exc:
             event = scrape.event_id if isinstance(scrape.event_id, int) else None
             bookmaker_ = scrape.bookmaker if isinstance(scrape.bookmaker, str) else None
@@ -296,7 +309,6 @@ class MarketCache:
             completeness = "empty"
         else:
             completeness = "complete" if scrape.complete else "partial"
-        merged = merge_markets(markets)
         fields = [key_to_field(k) for k in merged]
         args: list[Any] = [
             mode,
@@ -309,9 +321,9 @@ class MarketCache:
             msgpack.packb(fields, use_bin_type=True),
             str(len(merged)),
         ]
-        for field_name, market in zip(fields, merged.values()):
+        for field_name, payload in zip(fields, payloads):
             args.append(field_name)
-            args.append(encode_market(market))
+            args.append(payload)
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at)
 

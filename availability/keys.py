@@ -35,21 +35,29 @@ DEFAULT_SHARDS = 16
 # field names, which this version cannot read: such a deployment is refused.
 SCHEMA_VERSION = "2"
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
-_BOOKMAKER_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
-_MAX_EVENT_ID = 2**53 - 1  # exact in a Lua double and in a bigint
+# fullmatch, not match with "$": "$" also matches before a trailing newline
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+_BOOKMAKER_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,39}")
+MAX_EVENT_ID = 2**53 - 1  # exact in a Lua double and in a bigint
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
 
 
 def validate_event_id(event_id: object) -> int:
-    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id <= _MAX_EVENT_ID:
+    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id <= MAX_EVENT_ID:
         raise InvalidScrape(f"event_id: expected a positive integer, got {event_id!r}")
     return event_id
 
 
 def validate_bookmaker(bookmaker: object) -> str:
-    if not isinstance(bookmaker, str) or not _BOOKMAKER_RE.match(bookmaker):
+    """A slug of 1 to 40 characters: a-z, 0-9, ``_``, ``-``, starting with a letter or digit."""
+    if not isinstance(bookmaker, str) or not _BOOKMAKER_RE.fullmatch(bookmaker):
         raise InvalidScrape(
-            f"bookmaker: expected a lowercase slug like 'betpawa' (a-z, 0-9, '_', '-'), got {bookmaker!r}"
+            f"bookmaker: expected a lowercase slug like 'betpawa' (a-z, 0-9, '_', '-', at most 40), "
+            f"got {_shown(bookmaker)}"
         )
     return bookmaker
 
@@ -74,7 +82,7 @@ class KeySchema:
     shards: int = DEFAULT_SHARDS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str) or not _PREFIX_RE.match(self.prefix):
+        if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
             raise ConfigurationError(
                 f"key prefix: expected 1-32 characters of A-Z a-z 0-9 _ . -, got {self.prefix!r}"
             )
