@@ -565,4 +565,5 @@ def snapshot_from_hashes(
         last_confirmed_at=ts(b"last_confirmed_at"),
         markets=tuple(decoded),
         last_scraped_at=ts(b"last_scraped_at"),
+        removed_at=ts(b"removed_at"),
     )

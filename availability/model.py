@@ -280,6 +280,10 @@ class CachedSnapshot:
     last_confirmed_at: datetime | None
     markets: tuple[CachedMarket, ...] = field(default_factory=tuple)
     last_scraped_at: datetime | None = None
+    # when the event left the bookmaker's listing (MarketCache.mark_event_removed), or None;
+    # tells "the event was removed" apart from "every market disappeared from a scrape".
+    # Cleared by the next scrape that sees markets.
+    removed_at: datetime | None = None
 
     @property
     def available_markets(self) -> tuple[CachedMarket, ...]:
