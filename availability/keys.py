@@ -19,6 +19,12 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
 
 A market field is ``<betpawa_market_id>@<line>``: ``1@_`` is a market without
 a line (1X2), ``18@0.0`` a handicap of zero, ``18@2.5`` Over/Under 2.5.
+
+Event ids are non-zero integers with ``|id| <= 2**53 - 1`` (exact in a Lua
+double and in a bigint): competitor-only events get negative ids. A negative
+event's shard is still ``event_id % shards`` (Python's ``%`` is never
+negative: event -5 with 16 shards is in shard 11), and its keys read
+``{av:11}:ev:-5:sportybet:markets``.
 """
 
 from __future__ import annotations
@@ -47,8 +53,12 @@ def _shown(value: object) -> str:
 
 
 def validate_event_id(event_id: object) -> int:
-    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id <= MAX_EVENT_ID:
-        raise InvalidScrape(f"event_id: expected a positive integer, got {event_id!r}")
+    """A non-zero integer with ``|event_id| <= 2**53 - 1`` (negative for competitor-only events)."""
+    if (isinstance(event_id, bool) or not isinstance(event_id, int) or event_id == 0
+            or not -MAX_EVENT_ID <= event_id <= MAX_EVENT_ID):
+        raise InvalidScrape(
+            f"event_id: expected a non-zero integer from -(2**53 - 1) to 2**53 - 1, got {_shown(event_id)}"
+        )
     return event_id
 
 
@@ -143,6 +153,7 @@ class KeySchema:
 
     @staticmethod
     def parse_snapshot_member(member: str | bytes) -> tuple[int, str]:
+        """Inverse of :meth:`snapshot_member` (``"-5:sportybet"`` -> ``(-5, "sportybet")``)."""
         if isinstance(member, bytes):
             member = member.decode()
         event, _, bookmaker = member.partition(":")
