@@ -15,6 +15,7 @@ from availability.errors import (
     ConfigurationError,
     InvalidMarketKey,
     InvalidScrape,
+    KeyCollision,
 )
 from availability.model import CachedMarket, CachedSnapshot, MarketKey, market_key
 
@@ -28,6 +29,7 @@ __all__ = [
     "EventCoordinator",
     "InvalidMarketKey",
     "InvalidScrape",
+    "KeyCollision",
     "MarketCache",
     "MarketKey",
     "Scrape",

@@ -67,6 +67,15 @@ ERROR = "error"
 _CLUSTER_IN_FLIGHT = 32
 
 
+def _encode(market: CachedMarket, where: str) -> bytes:
+    try:
+        return encode_market(market)
+    except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidScrape(
+            f"{where}: market {key_to_field(market.key)}: cannot be encoded: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _load_lua(name: str) -> str:
     return resources.files("availability").joinpath("lua", name).read_text()
 
@@ -292,6 +301,10 @@ class MarketCache:
                 raise InvalidScrape(
                     f"confirmed_empty: True but {len(markets)} markets were given for {where}"
                 )
+            merged = merge_markets(markets)  # KeyCollision (an InvalidScrape): two markets with one key
+            # encoded here, inside the try: a market that cannot be encoded makes this scrape
+            # invalid instead of raising out of apply_batch for the whole batch
+            payloads = [_encode(m, where) for m in merged.values()]
         except InvalidScrape as exc:
             event = scrape.event_id if isinstance(scrape.event_id, int) else None
             bookmaker_ = scrape.bookmaker if isinstance(scrape.bookmaker, str) else None
@@ -306,29 +319,21 @@ class MarketCache:
             completeness = "empty"
         else:
             completeness = "complete" if scrape.complete else "partial"
-        try:
-            merged = merge_markets(markets)
-            fields = [key_to_field(k) for k in merged]
-            pairs: list[Any] = []
-            for field_name, market in zip(fields, merged.values()):
-                pairs.append(field_name)
-                pairs.append(encode_market(market))
-            head: list[Any] = [
-                mode,
-                str(event_id),
-                bookmaker,
-                str(to_micros(scraped_at)),
-                format_ts(scraped_at),
-                completeness,
-                str(expire_ms),
-                msgpack.packb(fields, use_bin_type=True),
-            ]
-        except (InvalidScrape, ValueError, TypeError) as exc:  # e.g. text msgpack cannot encode
-            error = exc if isinstance(exc, InvalidScrape) else InvalidScrape(
-                f"event {event_id} at {bookmaker}: markets: cannot encode: {type(exc).__name__}: {exc}"
-            )
-            return _Prepared(None, None, event_id, bookmaker, None,
-                             ScrapeOutcome(event_id, bookmaker, None, INVALID, error=error))
+        fields = [key_to_field(k) for k in merged]
+        head: list[Any] = [
+            mode,
+            str(event_id),
+            bookmaker,
+            str(to_micros(scraped_at)),
+            format_ts(scraped_at),
+            completeness,
+            str(expire_ms),
+            msgpack.packb(fields, use_bin_type=True),
+        ]
+        pairs: list[Any] = []
+        for field_name, payload in zip(fields, payloads):
+            pairs.append(field_name)
+            pairs.append(payload)
         args = [*head, _digest(head, pairs), str(len(merged)), *pairs]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at)
@@ -605,4 +610,5 @@ def snapshot_from_hashes(
         last_confirmed_at=ts(b"last_confirmed_at"),
         markets=tuple(decoded),
         last_scraped_at=ts(b"last_scraped_at"),
+        removed_at=ts(b"removed_at"),
     )

@@ -9,19 +9,31 @@ bookmaker's listing, and refuses to when the listing itself was not fetched.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-import structlog
-
-from availability.cache import APPLIED, COLD, ERROR, IGNORED_EMPTY, INVALID, STALE, MarketCache, Scrape, ScrapeOutcome
+from availability.cache import (
+    APPLIED,
+    COLD,
+    DUPLICATE,
+    ERROR,
+    IGNORED_EMPTY,
+    INVALID,
+    STALE,
+    MarketCache,
+    Scrape,
+    ScrapeOutcome,
+)
+from availability.errors import InvalidScrape
 from availability.keys import validate_bookmaker
+from availability.logs import get_logger
 from availability.model import to_utc
 
 __all__ = ["EventCoordinator", "ScrapeResult", "BatchSummary"]
 
-log = structlog.get_logger("availability.coordinator")
+log = get_logger("availability.coordinator")
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class BatchSummary:
     failed_fetches: int = 0
     applied: int = 0
     stale: int = 0
+    duplicates: int = 0  # re-deliveries of an applied scrape (a retry): counted once, by the application
     ignored_empty: int = 0
     invalid: int = 0
     errors: int = 0
@@ -67,9 +80,11 @@ class BatchSummary:
 
     def add(self, outcome: ScrapeOutcome) -> None:
         self.outcomes.append(outcome)
-        counter = {APPLIED: "applied", STALE: "stale", IGNORED_EMPTY: "ignored_empty",
+        counter = {APPLIED: "applied", DUPLICATE: "duplicates", STALE: "stale", IGNORED_EMPTY: "ignored_empty",
                    INVALID: "invalid", ERROR: "errors", COLD: "cold"}[outcome.status]
         setattr(self, counter, getattr(self, counter) + 1)
+        if outcome.status == DUPLICATE:  # what it did was counted when it was applied
+            return
         self.new += outcome.new
         self.changed += outcome.changed
         self.unchanged += outcome.unchanged
@@ -94,6 +109,8 @@ class EventCoordinator:
     def _scrape(self, result: ScrapeResult) -> Scrape:
         expires_at = None
         if self.retention is not None and result.kickoff is not None:
+            if not isinstance(result.kickoff, datetime):
+                raise InvalidScrape(f"kickoff: expected a datetime or None, got {result.kickoff!r}")
             expires_at = result.kickoff + self.retention
         return Scrape(
             event_id=result.event_id,
@@ -105,23 +122,60 @@ class EventCoordinator:
             expires_at=expires_at,
         )
 
+    @staticmethod
+    def _result(raw: Any, index: int) -> ScrapeResult:
+        """``raw`` as a :class:`ScrapeResult`; a mapping must have exactly its field names."""
+        if isinstance(raw, ScrapeResult):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise InvalidScrape(
+                f"results[{index}]: expected a ScrapeResult or a mapping of its fields, got {raw!r}"
+            )
+        names = [f.name for f in dataclasses.fields(ScrapeResult)]
+        required = [f.name for f in dataclasses.fields(ScrapeResult)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        unknown = [k for k in raw if k not in names]
+        if unknown:
+            raise InvalidScrape(
+                f"results[{index}]: unknown key {unknown[0]!r} (expected {', '.join(names)})"
+            )
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise InvalidScrape(f"results[{index}]: missing key {missing[0]!r} (required: {', '.join(required)})")
+        return ScrapeResult(**raw)
+
     async def store_batch_results(self, results: Iterable[ScrapeResult | Mapping[str, Any]]) -> BatchSummary:
         """Apply one batch of scrape results with :meth:`MarketCache.apply_batch`.
 
         Failed fetches are skipped for detection and counted; one invalid
-        result is reported in its own outcome without blocking the others.
+        result is reported in its own outcome without blocking the others --
+        including a mapping with a missing or unknown key, or anything that is
+        neither a :class:`ScrapeResult` nor a mapping. ``outcomes`` follow the
+        order of ``results``, failed fetches left out.
         Logs ``availability_detection.changes`` with the counts.
         """
         summary = BatchSummary()
-        scrapes: list[Scrape] = []
-        for raw in results:
-            result = raw if isinstance(raw, ScrapeResult) else ScrapeResult(**raw)
+        # per result: a Scrape to apply, or the invalid outcome it already has
+        slots: list[Scrape | ScrapeOutcome] = []
+        for index, raw in enumerate(results):
             summary.results += 1
-            if result.failed:
-                summary.failed_fetches += 1
-                continue
-            scrapes.append(self._scrape(result))
-        for outcome in await self.cache.apply_batch(scrapes):
+            try:
+                result = self._result(raw, index)
+                if result.failed:
+                    summary.failed_fetches += 1
+                    continue
+                slots.append(self._scrape(result))
+            except InvalidScrape as exc:
+                get = raw.get if isinstance(raw, Mapping) else (lambda name: getattr(raw, name, None))
+                event_id, bookmaker = get("event_id"), get("bookmaker")
+                slots.append(ScrapeOutcome(
+                    event_id if isinstance(event_id, int) and not isinstance(event_id, bool) else None,
+                    bookmaker if isinstance(bookmaker, str) else None,
+                    None, INVALID, error=exc,
+                ))
+        applied = iter(await self.cache.apply_batch([s for s in slots if isinstance(s, Scrape)]))
+        for slot in slots:
+            outcome = next(applied) if isinstance(slot, Scrape) else slot
             summary.add(outcome)
             if outcome.status in (INVALID, ERROR, COLD):
                 log.warning(

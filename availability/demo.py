@@ -222,7 +222,10 @@ def _child_setup(options: DemoOptions) -> None:
 
 
 def _summary_counts(summary: BatchSummary) -> Counter:
-    return Counter({k: v for k, v in summary.counts().items() if v})
+    counts = Counter({k: v for k, v in summary.counts().items() if v})
+    # the replay cannot tell a re-sent scrape from a late one: both change nothing
+    counts["stale"] += counts.pop("duplicates", 0)
+    return counts
 
 
 class _Worker:
@@ -253,8 +256,9 @@ class _Worker:
             outcomes = await self.coordinator.reconcile_listing(b, listing.event_ids, listing.at, listing_ok=listing.ok)
             for o in outcomes:
                 counts["removals"] += 1
-                if o.stale:
+                if o.stale or o.duplicate:
                     counts["removals_stale"] += 1
+                    continue
                 counts["removal_stamped"] += len(o.became_unavailable)
         return counts
 

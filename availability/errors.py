@@ -19,6 +19,26 @@ class InvalidScrape(AvailabilityError, ValueError):
     """A scrape failed validation; nothing of it was written."""
 
 
+class KeyCollision(InvalidScrape):
+    """Two different markets of one scrape share a market key ``(betpawa_market_id, line)``.
+
+    Rows that share a key are merged (a bookmaker may split one market's
+    outcomes over several rows), but when they carry the same outcome with a
+    different price or ``is_active`` they are two markets, e.g. the European
+    handicaps 1:0 and 2:0 both sent with ``line=None``. Merging would lose a
+    price, so the scrape is refused. ``key`` is the colliding
+    ``MarketKey``; the fix is to key such markets apart (the handicap as the
+    line, see docs/rules.md).
+    """
+
+    def __init__(self, message: str, key: tuple[str, float | None]) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[str, float | None]]]:
+        return type(self), (str(self), self.key)
+
+
 class CacheNotReady(AvailabilityError):
     """The shard's cache is cold (Redis lost its data): run `availability warm`."""
 

@@ -19,6 +19,12 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
 
 A market field is ``<betpawa_market_id>@<line>``: ``1@_`` is a market without
 a line (1X2), ``18@0.0`` a handicap of zero, ``18@2.5`` Over/Under 2.5.
+
+Event ids are non-zero integers with ``|id| <= 2**53 - 1`` (exact in a Lua
+double and in a bigint): competitor-only events get negative ids. A negative
+event's shard is still ``event_id % shards`` (Python's ``%`` is never
+negative: event -5 with 16 shards is in shard 11), and its keys read
+``{av:11}:ev:-5:sportybet:markets``.
 """
 
 from __future__ import annotations
@@ -35,21 +41,33 @@ DEFAULT_SHARDS = 16
 # field names, which this version cannot read: such a deployment is refused.
 SCHEMA_VERSION = "2"
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
-_BOOKMAKER_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,39}$")
-_MAX_EVENT_ID = 2**53 - 1  # exact in a Lua double and in a bigint
+# fullmatch, not match with "$": "$" also matches before a trailing newline
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
+_BOOKMAKER_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,39}")
+MAX_EVENT_ID = 2**53 - 1  # exact in a Lua double and in a bigint
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
 
 
 def validate_event_id(event_id: object) -> int:
-    if isinstance(event_id, bool) or not isinstance(event_id, int) or not 0 < event_id <= _MAX_EVENT_ID:
-        raise InvalidScrape(f"event_id: expected a positive integer, got {event_id!r}")
+    """A non-zero integer with ``|event_id| <= 2**53 - 1`` (negative for competitor-only events)."""
+    if (isinstance(event_id, bool) or not isinstance(event_id, int) or event_id == 0
+            or not -MAX_EVENT_ID <= event_id <= MAX_EVENT_ID):
+        raise InvalidScrape(
+            f"event_id: expected a non-zero integer from -(2**53 - 1) to 2**53 - 1, got {_shown(event_id)}"
+        )
     return event_id
 
 
 def validate_bookmaker(bookmaker: object) -> str:
-    if not isinstance(bookmaker, str) or not _BOOKMAKER_RE.match(bookmaker):
+    """A slug of 1 to 40 characters: a-z, 0-9, ``_``, ``-``, starting with a letter or digit."""
+    if not isinstance(bookmaker, str) or not _BOOKMAKER_RE.fullmatch(bookmaker):
         raise InvalidScrape(
-            f"bookmaker: expected a lowercase slug like 'betpawa' (a-z, 0-9, '_', '-'), got {bookmaker!r}"
+            f"bookmaker: expected a lowercase slug like 'betpawa' (a-z, 0-9, '_', '-', at most 40), "
+            f"got {_shown(bookmaker)}"
         )
     return bookmaker
 
@@ -74,7 +92,7 @@ class KeySchema:
     shards: int = DEFAULT_SHARDS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prefix, str) or not _PREFIX_RE.match(self.prefix):
+        if not isinstance(self.prefix, str) or not _PREFIX_RE.fullmatch(self.prefix):
             raise ConfigurationError(
                 f"key prefix: expected 1-32 characters of A-Z a-z 0-9 _ . -, got {self.prefix!r}"
             )
@@ -135,6 +153,7 @@ class KeySchema:
 
     @staticmethod
     def parse_snapshot_member(member: str | bytes) -> tuple[int, str]:
+        """Inverse of :meth:`snapshot_member` (``"-5:sportybet"`` -> ``(-5, "sportybet")``)."""
         if isinstance(member, bytes):
             member = member.decode()
         event, _, bookmaker = member.partition(":")

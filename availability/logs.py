@@ -8,6 +8,15 @@ text::
     log = structlog.get_logger(__name__)
     log.info("flush.batch", shard=3, records=120, rows=118, seconds=0.042)
 
+Library code only logs; it never configures logging (the CLI calls
+:func:`configure_logging` at start-up, an embedding application configures
+structlog or ``logging`` itself). Modules whose code may run in an
+unconfigured process (the pure :mod:`availability.detection`, the
+coordinator) take their logger from :func:`get_logger`: until structlog is
+configured, its events go to the standard ``logging`` module, which stays
+silent below WARNING and writes to stderr, instead of structlog's
+unconfigured default of printing every event to stdout.
+
 Passwords never reach a log line: :func:`configure_logging` installs
 :func:`redact_processor`, which masks the password of every URL-looking
 string value (``redis://user:***@host``) and of ``password=...`` pairs, in
@@ -27,7 +36,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "configure_logging", "redact_processor", "redact_text", "redact_url"]
+__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_processor", "redact_text", "redact_url"]
 
 REDACTED = "***"
 
@@ -186,3 +195,55 @@ def configure_logging(level: str | int = "INFO", json: bool = False, *, stream: 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
+
+
+class LibraryLogger:
+    """A logger for library code that never writes to stdout on its own.
+
+    Once structlog is configured (:func:`configure_logging`,
+    ``structlog.configure`` of an embedding application, or a test's
+    ``structlog.testing.capture_logs``), every call goes to
+    ``structlog.get_logger(name)`` unchanged. Before that, it goes to
+    ``logging.getLogger(name)`` as ``"<event> key=value ..."``: dropped below
+    WARNING and written to stderr otherwise, as ``logging`` does unconfigured.
+    """
+
+    _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+               "error": logging.ERROR, "critical": logging.CRITICAL, "exception": logging.ERROR}
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._structlog = structlog.get_logger(name)
+        self._stdlib = logging.getLogger(name)
+
+    def _log(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            getattr(self._structlog, method)(event, **fields)
+            return
+        level = self._LEVELS[method]
+        if self._stdlib.isEnabledFor(level):
+            text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
+            self._stdlib.log(level, "%s", redact_text(text), exc_info=method == "exception")
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._log("critical", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._log("exception", event, fields)
+
+
+def get_logger(name: str) -> LibraryLogger:
+    """The logger library modules use: see :class:`LibraryLogger`."""
+    return LibraryLogger(name)

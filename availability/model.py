@@ -4,6 +4,13 @@ No I/O here. Everything that builds a market key goes through
 :func:`market_key`, so ``2.5``, ``2.50``, ``Decimal('2.5')`` and ``'2.5'`` are
 one line everywhere, ``-0.0`` is ``0.0``, and ``None`` (no line) and ``0.0``
 (a handicap of zero) stay different markets.
+
+Every text field is bounded and clean (docs/rules.md): at most
+:data:`MAX_ID_LENGTH` characters for ``betpawa_market_id``, at most
+:data:`MAX_NAME_LENGTH` for the market name, outcome names, ``handicap_type``
+and each ``market_groups`` entry; no control characters (C0, DEL, C1: tabs and
+newlines included, ordinary and non-breaking spaces are fine) and no lone
+surrogates (they cannot be encoded as UTF-8).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -20,11 +28,14 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from availability.errors import InvalidMarketKey, InvalidScrape
+from availability.errors import InvalidMarketKey, InvalidScrape, KeyCollision
 
 __all__ = [
     "CachedMarket",
     "CachedSnapshot",
+    "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "coercion_counts",
     "MarketKey",
     "normalize_line",
     "normalize_market_id",
@@ -51,6 +62,22 @@ _NO_LINE = "_"
 _NUMERIC_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _KEY_SEPARATOR = "@"
 
+#: Longest ``betpawa_market_id`` accepted, in characters (ids seen are a few digits).
+MAX_ID_LENGTH = 200
+#: Longest market name, outcome name, ``handicap_type`` or ``market_groups`` entry, in characters.
+MAX_NAME_LENGTH = 500
+# C0 controls (NUL, tab, newline...), DEL, C1 controls, and lone surrogates
+_FORBIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# longest repr of a value quoted in an error message
+_SHOWN = 80
+
+#: What :func:`coerce_market` accepted but a reader may want to count, by name;
+#: process-wide, only ever incremented (read it, e.g. into a metric, and diff):
+#:
+#: ``empty_market_name``  markets stored with ``betpawa_market_name = ""`` because
+#:                        the name was missing, ``None``, empty or only whitespace.
+coercion_counts: Counter[str] = Counter()
+
 
 class MarketKey(NamedTuple):
     """``(betpawa_market_id, line)``; ``line`` is ``None`` for markets without one."""
@@ -71,19 +98,55 @@ def _to_float(value: int | float | Decimal) -> float:
         return math.nan
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, cut to 80 characters (with the
+    length of a longer string), so one huge value cannot flood a log line."""
+    text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, (str, bytes)) else ""
+    return f"{text[:_SHOWN]}...{size}"
+
+
+def check_text(value: str, field_name: str, max_length: int, error: type[Exception] = InvalidScrape) -> str:
+    """``value`` if it has at most ``max_length`` characters and none that is a
+    control character or a lone surrogate; else ``error`` naming the field."""
+    if len(value) > max_length:
+        raise error(f"{field_name}: expected at most {max_length} characters, got {len(value)}: {shown(value)}")
+    bad = _FORBIDDEN_CHARS.search(value)
+    if bad is not None:
+        kind = "lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "control character"
+        raise error(
+            f"{field_name}: {kind} {bad.group()!r} at position {bad.start()} is not allowed, got {shown(value)}"
+        )
+    return value
+
+
 def normalize_market_id(value: Any) -> str:
-    """A market id as text: non-empty ``str`` (an ``int`` is accepted and converted)."""
+    """A market id as text: non-empty ``str`` (an ``int`` is accepted and
+    converted) of at most :data:`MAX_ID_LENGTH` characters, without
+    surrounding whitespace, control characters or lone surrogates."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidMarketKey(
-            f"betpawa_market_id: expected a non-empty string, got {value!r} ({type(value).__name__})"
+            f"betpawa_market_id: expected a non-empty string, got {shown(value)} ({type(value).__name__})"
         )
     text = str(value)
-    if not text or text != text.strip() or any(ord(c) < 32 for c in text):
+    if not text or text != text.strip():
         raise InvalidMarketKey(
             f"betpawa_market_id: expected a non-empty string without surrounding "
-            f"whitespace or control characters, got {value!r}"
+            f"whitespace or control characters, got {shown(value)}"
         )
-    return text
+    return check_text(text, "betpawa_market_id", MAX_ID_LENGTH, InvalidMarketKey)
+
+
+def _numeric_text(text: str) -> float | None:
+    """A plain decimal or scientific numeric string (surrounding spaces
+    allowed) as a float, or ``None`` when it is not one (``"2_5"``, ``"NaN"``)."""
+    text = text.strip()
+    if not _NUMERIC_TEXT.match(text):
+        return None
+    # float() of a plain decimal string rounds exactly as float(Decimal(text)) does
+    return float(text)
 
 
 def normalize_line(value: Any) -> float | None:
@@ -100,20 +163,19 @@ def normalize_line(value: Any) -> float | None:
         number = _to_float(value)
     elif isinstance(value, Decimal):
         if not value.is_finite():
-            raise InvalidMarketKey(f"line: expected a finite number, got {value!r}")
+            raise InvalidMarketKey(f"line: expected a finite number, got {shown(value)}")
         number = _to_float(value)
     elif isinstance(value, str):
-        text = value.strip()
-        if not _NUMERIC_TEXT.match(text):
-            raise InvalidMarketKey(f"line: expected a finite numeric string like '2.5', got {value!r}")
-        # float() of a plain decimal string rounds exactly as float(Decimal(text)) does
-        number = float(text)
+        parsed = _numeric_text(value)
+        if parsed is None:
+            raise InvalidMarketKey(f"line: expected a finite numeric string like '2.5', got {shown(value)}")
+        number = parsed
     else:
         raise InvalidMarketKey(
-            f"line: expected a number, numeric string or None, got {value!r} ({type(value).__name__})"
+            f"line: expected a number, numeric string or None, got {shown(value)} ({type(value).__name__})"
         )
     if not math.isfinite(number):
-        raise InvalidMarketKey(f"line: expected a finite number, got {value!r}")
+        raise InvalidMarketKey(f"line: expected a finite number, got {shown(value)}")
     return number + 0.0  # folds -0.0 into 0.0
 
 
@@ -143,7 +205,7 @@ def field_to_key(text: str | bytes) -> MarketKey:
         text = text.decode()
     market_id, sep, line_text = text.rpartition(_KEY_SEPARATOR)
     if not sep:
-        raise InvalidMarketKey(f"market key field: expected '<id>@<line>', got {text!r}")
+        raise InvalidMarketKey(f"market key field: expected '<id>@<line>', got {shown(text)}")
     line = None if line_text == _NO_LINE else normalize_line(line_text)
     return market_key(market_id, line)
 
@@ -218,6 +280,10 @@ class CachedSnapshot:
     last_confirmed_at: datetime | None
     markets: tuple[CachedMarket, ...] = field(default_factory=tuple)
     last_scraped_at: datetime | None = None
+    # when the event left the bookmaker's listing (MarketCache.mark_event_removed), or None;
+    # tells "the event was removed" apart from "every market disappeared from a scrape".
+    # Cleared by the next scrape that sees markets.
+    removed_at: datetime | None = None
 
     @property
     def available_markets(self) -> tuple[CachedMarket, ...]:
@@ -241,10 +307,10 @@ def _optional_number(value: Any, where: str, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise InvalidScrape(f"{where}: {name}: expected a finite number or None, got {value!r}")
+        raise InvalidScrape(f"{where}: {name}: expected a finite number or None, got {shown(value)}")
     number = _to_float(value)
     if not math.isfinite(number):
-        raise InvalidScrape(f"{where}: {name}: expected a finite number or None, got {value!r}")
+        raise InvalidScrape(f"{where}: {name}: expected a finite number or None, got {shown(value)}")
     return number + 0.0
 
 
@@ -252,32 +318,58 @@ def _optional_text(value: Any, where: str, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidScrape(f"{where}: {name}: expected a string or None, got {value!r}")
-    return value
+        raise InvalidScrape(f"{where}: {name}: expected a string or None, got {shown(value)}")
+    return check_text(value, f"{where}: {name}", MAX_NAME_LENGTH)
+
+
+def _odds(value: Any) -> float | None:
+    """Odds as a finite positive float: a number or a numeric string such as
+    ``"1.85"`` (as Bet9ja sends them; the same text rule as lines), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, Decimal)):
+        number = _to_float(value)
+    elif isinstance(value, str):
+        parsed = _numeric_text(value)
+        if parsed is None:
+            return None
+        number = parsed
+    else:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def _outcome(raw: Any, where: str, index: int) -> dict:
     here = f"{where}: outcomes[{index}]"
     if not isinstance(raw, Mapping):
-        raise InvalidScrape(f"{here}: expected a mapping with name, odds, is_active, got {raw!r}")
+        raise InvalidScrape(f"{here}: expected a mapping with name, odds, is_active, got {shown(raw)}")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise InvalidScrape(f"{here}: name: expected a non-empty string, got {name!r}")
+        raise InvalidScrape(f"{here}: name: expected a non-empty string, got {shown(name)}")
+    check_text(name, f"{here}: name", MAX_NAME_LENGTH)
     odds = raw.get("odds")
-    if isinstance(odds, bool) or not isinstance(odds, (int, float, Decimal)):
-        raise InvalidScrape(f"{here} ({name!r}): odds: expected a finite positive number, got {odds!r}")
-    odds_f = _to_float(odds)
-    if not math.isfinite(odds_f) or odds_f <= 0:
-        raise InvalidScrape(f"{here} ({name!r}): odds: expected a finite positive number, got {odds!r}")
+    odds_f = _odds(odds)
+    if odds_f is None:
+        raise InvalidScrape(
+            f"{here} ({shown(name)}): odds: expected a finite positive number or numeric string, got {shown(odds)}"
+        )
     is_active = raw.get("is_active", True)
     if not isinstance(is_active, bool):
-        raise InvalidScrape(f"{here} ({name!r}): is_active: expected a boolean, got {is_active!r}")
+        # 0 and 1 as some bookmakers send them; any other int is not a flag
+        if type(is_active) is not int or is_active not in (0, 1):
+            raise InvalidScrape(f"{here} ({shown(name)}): is_active: expected a boolean, 0 or 1, got {shown(is_active)}")
+        is_active = bool(is_active)
     return {"name": name, "odds": odds_f, "is_active": is_active}
 
 
 def coerce_market(raw: Any, where: str = "market") -> CachedMarket:
     """Validate one scraped market (a ``CachedMarket``, a mapping or an object
     with the same attribute names) into a normalised ``CachedMarket``.
+
+    Accepts values as bookmakers send them: odds as numbers or numeric strings
+    (``"1.85"``), ``is_active`` as a boolean or ``0``/``1``, and a missing,
+    ``None``, empty or blank ``betpawa_market_name``, stored as ``""`` and
+    counted in :data:`coercion_counts` (``"empty_market_name"``).
 
     Raises :class:`InvalidScrape` naming the market, the field and the value.
     """
@@ -293,22 +385,29 @@ def coerce_market(raw: Any, where: str = "market") -> CachedMarket:
         raise InvalidScrape(f"{where}: {exc}") from None
     where = f"{where} {key_to_field(key)}"
     name = get("betpawa_market_name")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidScrape(f"{where}: betpawa_market_name: expected a non-empty string, got {name!r}")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        coercion_counts["empty_market_name"] += 1
+        name = ""
+    elif not isinstance(name, str):
+        raise InvalidScrape(f"{where}: betpawa_market_name: expected a string, got {shown(name)}")
+    check_text(name, f"{where}: betpawa_market_name", MAX_NAME_LENGTH)
     outcomes_raw = get("outcomes")
     if isinstance(outcomes_raw, (str, bytes, Mapping)) or not isinstance(outcomes_raw, Iterable):
-        raise InvalidScrape(f"{where}: outcomes: expected a list of outcomes, got {outcomes_raw!r}")
+        raise InvalidScrape(f"{where}: outcomes: expected a list of outcomes, got {shown(outcomes_raw)}")
     outcomes = [_outcome(o, where, i) for i, o in enumerate(outcomes_raw)]
     groups_raw = get("market_groups")
     if groups_raw is None:
         groups = None
     else:
         if isinstance(groups_raw, (str, bytes)) or not isinstance(groups_raw, Iterable):
-            raise InvalidScrape(f"{where}: market_groups: expected a list of strings or None, got {groups_raw!r}")
+            raise InvalidScrape(
+                f"{where}: market_groups: expected a list of strings or None, got {shown(groups_raw)}"
+            )
         groups = list(groups_raw)
-        for g in groups:
+        for i, g in enumerate(groups):
             if not isinstance(g, str):
-                raise InvalidScrape(f"{where}: market_groups: expected strings, got {g!r}")
+                raise InvalidScrape(f"{where}: market_groups: expected strings, got {shown(g)}")
+            check_text(g, f"{where}: market_groups[{i}]", MAX_NAME_LENGTH)
     unavailable_at = get("unavailable_at")
     if unavailable_at is not None:
         unavailable_at = to_utc(unavailable_at, f"{where}: unavailable_at")
@@ -332,9 +431,16 @@ def merge_markets(markets: Iterable[CachedMarket]) -> dict[MarketKey, CachedMark
     market's outcomes over several rows) instead of letting them overwrite
     each other.
 
-    Outcomes are combined in order of first appearance; an outcome name that
-    repeats keeps the later price. Name and handicap fields come from the first
-    row that has them; market groups are unioned in order.
+    Outcomes are combined in order of first appearance; an outcome repeated
+    with the same price and ``is_active`` is kept once. Name and handicap
+    fields come from the first row that has them; market groups are unioned
+    in order.
+
+    Raises :class:`KeyCollision` when rows sharing a key carry the same outcome
+    name with a different price or ``is_active``: those are two markets keyed
+    alike (European handicaps 1:0 and 2:0 both sent with ``line=None``), and
+    merging them would silently lose a price. Key them apart (docs/rules.md).
+    (A row whose key no other row shares is returned as it is.)
     """
     merged: dict[MarketKey, CachedMarket] = {}
     for market in markets:
@@ -343,8 +449,20 @@ def merge_markets(markets: Iterable[CachedMarket]) -> dict[MarketKey, CachedMark
         if seen is None:
             merged[key] = market
             continue
-        outcomes: dict[str, dict] = {o["name"]: o for o in seen.outcomes}
-        for o in market.outcomes:
+        outcomes: dict[str, dict] = {}
+        for o in [*seen.outcomes, *market.outcomes]:
+            before = outcomes.get(o["name"])
+            if before is not None and (float(before["odds"]) != float(o["odds"])
+                                       or bool(before["is_active"]) != bool(o["is_active"])):
+                field_text = key_to_field(key)
+                raise KeyCollision(
+                    f"market {field_text}: key collision: rows with betpawa_market_id="
+                    f"{shown(key.betpawa_market_id)} and line={key.line!r} carry outcome {shown(o['name'])} "
+                    f"at odds {before['odds']!r} (is_active={before['is_active']!r}) and at odds "
+                    f"{o['odds']!r} (is_active={o['is_active']!r}): two different markets share the key; "
+                    f"key them apart (e.g. the handicap as the line)",
+                    key,
+                )
             outcomes[o["name"]] = o
         groups = seen.market_groups
         if market.market_groups is not None:
@@ -405,7 +523,7 @@ def decode_market(payload: bytes, unavailable_at: datetime | None = None) -> Cac
     (e.g. a schema ``1`` payload, a msgpack map with field names)."""
     data = msgpack.unpackb(payload, raw=False)
     if not isinstance(data, list) or len(data) != 8:
-        raise ValueError(f"market payload: expected a msgpack array of 8 items (schema 2), got {data!r}")
+        raise ValueError(f"market payload: expected a msgpack array of 8 items (schema 2), got {shown(data)}")
     market_id, name, line, handicap_type, handicap_home, handicap_away, outcomes, groups = data
     return CachedMarket(
         betpawa_market_id=market_id,

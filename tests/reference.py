@@ -76,6 +76,7 @@ class RefState:
     last_scraped_at: datetime | None = None
     captured_at: datetime | None = None
     last_confirmed_at: datetime | None = None
+    removed_at: datetime | None = None
     last_identity: tuple | None = None  # what makes a re-delivery of the last scrape exact
     last_result: Expected | None = None
 
@@ -167,6 +168,9 @@ class ReferenceCache:
             state.captured_at = at
         if merged:
             state.last_confirmed_at = at
+            state.removed_at = None  # listed again
+        if removed and state.removed_at is None:
+            state.removed_at = at  # the first time it was seen gone
         result = Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
         state.last_identity, state.last_result = identity, result
         return result
@@ -185,6 +189,7 @@ class ReferenceCache:
             last_confirmed_at=state.last_confirmed_at,
             markets=tuple(sorted(state.markets.values(), key=lambda m: key_sort_order(m.key))),
             last_scraped_at=state.last_scraped_at,
+            removed_at=state.removed_at,
         )
 
     def pairs(self) -> list[tuple[int, str]]:

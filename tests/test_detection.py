@@ -109,9 +109,66 @@ def test_stamp_is_converted_to_utc():
     assert gone[0].unavailable_at.tzinfo is UTC
 
 
-def test_naive_timestamp_is_rejected():
-    with pytest.raises(InvalidScrape, match=r"^timestamp: .*naive"):
-        detect_availability_changes([market()], [], datetime(2026, 11, 28, 12, 0))
+def test_naive_timestamp_is_taken_as_utc_and_stamps_are_aware():
+    # the coordinator of the plan passes datetime.utcnow()-style naive UTC times
+    naive = datetime(2026, 11, 28, 12, 5)
+    gone, _, _ = detect_availability_changes([market()], [], naive)
+    assert gone[0].unavailable_at == T1
+    assert gone[0].unavailable_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize("value", ["2026-11-28T12:05:00Z", 1_795_000_000, None])
+def test_timestamp_that_is_not_a_datetime_is_rejected(value):
+    with pytest.raises(InvalidScrape, match=r"^timestamp: expected a datetime, got "):
+        detect_availability_changes([market()], [], value)
+
+
+# ---------------------------------------------------------------- previous_markets as the plan passes it
+
+
+def test_previous_markets_may_be_a_dict_keyed_by_market_key():
+    a, b, c = market("1", None), market("18", 2.5), market("18", 3.5, unavailable_at=T0)
+    previous = {get_market_key(m): m for m in (a, b, c)}
+    gone, back, disappeared = detect_availability_changes(previous, [a, market("18", 3.5)], T1)
+    assert gone == [replace(b, unavailable_at=T1)]
+    assert back == [replace(c, unavailable_at=None)]
+    assert disappeared == [MarketKey("18", 2.5)]
+
+
+def test_previous_dict_keys_are_not_used_only_its_values():
+    # the plan's own get_market_key leaves lines as sent ("2.50"): the values decide
+    b = market("18", 2.5)
+    gone, _, disappeared = detect_availability_changes({("18", "2.50"): b}, [{"betpawa_market_id": "18", "line": 2.5}], T1)
+    assert gone == [] and disappeared == []
+    gone, _, _ = detect_availability_changes({"anything": b}, [], T1)
+    assert gone == [replace(b, unavailable_at=T1)]
+
+
+def test_previous_markets_may_be_any_iterable_of_cached_markets():
+    a, b = market("1", None), market("18", 2.5)
+    for previous in ((a, b), iter([a, b]), (m for m in (a, b))):
+        gone, _, _ = detect_availability_changes(previous, [a], T1)
+        assert gone == [replace(b, unavailable_at=T1)]
+
+
+@pytest.mark.parametrize("previous, message", [
+    (None, r"^previous_markets: expected a dict \{market_key: CachedMarket\} or an iterable of CachedMarket, got NoneType$"),
+    (5, r"^previous_markets: .* got int$"),
+    ("18@2.5", r"^previous_markets: .* got str$"),
+    (b"18", r"^previous_markets: .* got bytes$"),
+    ([market(), {"betpawa_market_id": "1"}], r"^previous_markets\[1\]: expected a CachedMarket, got dict$"),
+    ({("18", 2.5): SimpleNamespace(betpawa_market_id="18", line=2.5)},
+     r"^previous_markets values\[0\]: expected a CachedMarket, got SimpleNamespace$"),
+])
+def test_anything_else_as_previous_markets_is_a_type_error(previous, message):
+    with pytest.raises(TypeError, match=message):
+        detect_availability_changes(previous, [], T1)
+
+
+@pytest.mark.parametrize("new", [None, 5, "18", {"betpawa_market_id": "18", "line": 2.5}])
+def test_new_market_data_must_be_a_list_of_markets(new):
+    with pytest.raises(TypeError, match=r"^new_market_data: expected a list of markets"):
+        detect_availability_changes([market()], new, T1)
 
 
 def test_inputs_are_not_mutated():
@@ -131,10 +188,9 @@ def test_changes_are_logged_with_the_three_counts():
         detect_availability_changes(previous, [market("18", 4.5)], T1)
     events = [e for e in logs if e["event"] == "availability_detection.changes"]
     assert len(events) == 1
-    assert events[0]["became_unavailable"] == 2
-    assert events[0]["became_available"] == 1
-    assert events[0]["disappeared"] == 3
-    assert events[0]["log_level"] == "info"
+    # exactly the plan's field names, nothing else
+    assert events[0] == {"event": "availability_detection.changes", "log_level": "info",
+                         "became_unavailable": 2, "became_available": 1, "disappeared_keys_count": 3}
 
 
 def test_nothing_is_logged_without_a_transition():

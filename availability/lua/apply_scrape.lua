@@ -39,7 +39,7 @@ local scraped_us, scraped_iso, completeness = ARGV[4], ARGV[5], ARGV[6]
 local expire_at_ms, present_blob, digest = ARGV[7], ARGV[8], ARGV[9]
 local FIRST = 11  -- ARGV index of key_1
 if mode ~= 'scrape' and mode ~= 'removed' then return fail('mode: expected scrape or removed, got ' .. tostring(mode)) end
-if not is_uint(event_id) then return fail('event_id: expected a positive integer, got ' .. tostring(event_id)) end
+if type(event_id) ~= 'string' or not string.match(event_id, '^%-?[1-9]%d*$') or #(event_id:gsub('^%-', '')) > 16 then return fail('event_id: expected a non-zero integer (negative for competitor-only events), got ' .. tostring(event_id)) end
 if type(bookmaker) ~= 'string' or #bookmaker == 0 then return fail('bookmaker: expected a slug') end
 if not is_uint(scraped_us) then return fail('scraped_us: expected integer microseconds, got ' .. tostring(scraped_us)) end
 if type(scraped_iso) ~= 'string' or #scraped_iso ~= 27 then return fail('scraped_iso: expected YYYY-MM-DDTHH:MM:SS.ffffffZ, got ' .. tostring(scraped_iso)) end
