@@ -63,6 +63,11 @@ COLD = "cold"
 ERROR = "error"
 
 
+# Meta fields that remember the last applied scrape for its exact re-delivery
+# (``duplicate``); warm-up does not restore them (a retry after Redis lost its
+# data is then answered ``stale``).
+REDELIVERY_FIELDS = ("last_digest", "last_reply")
+
 # Script calls of one MarketCache in flight at once on a Redis Cluster (see MarketCache.__init__).
 _CLUSTER_IN_FLIGHT = 32
 

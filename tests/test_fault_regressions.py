@@ -74,22 +74,27 @@ def test_outage_and_bad_data_are_told_apart_by_sqlstate_not_exception_type():
 
 
 async def test_poison_record_is_bisected_out_while_the_rest_of_its_batch_commits(cache, database_url):
-    """Defect 1: a record PostgreSQL refuses (a market id too long to index)
-    wedged every flusher; now it alone goes to the dead-letter stream."""
-    await cache.apply_scrape(1, "betpawa", [market("1"), market("2")], at(0))
-    # A record the validation of today refuses, written as an older version or a raw
-    # client could have: a market id of 4,000 random characters.
-    poison = CachedMarket(secrets.token_urlsafe(3000)[:4000], "Poison", None, None, None, None,
-                          [{"name": "Yes", "odds": 2.0, "is_active": True}], None)
-    import msgpack
+    """Defect 1: a record PostgreSQL refuses with an OperationalError-class SQLSTATE
+    (a 4,000-character market id: ProgramLimitExceeded, too large to index)
+    wedged every flusher; now it alone goes to the dead-letter stream.
 
-    stream = cache.keys.changes(cache.keys.shard_of(2))
-    field = key_to_field(poison.key)
-    await cache.client.xadd(stream, {
-        "v": "2", "kind": "scrape", "event": "2", "bookmaker": "betpawa", "scraped_at": "1795867200000000",
-        "completeness": "complete", "present": msgpack.packb([field]),
-        "markets": msgpack.packb([field.encode(), encode_market(poison), b"n"]),
-    })
+    Validation now refuses such ids before they reach Redis, so PostgreSQL is
+    made to refuse one market the same way (SQLSTATE 54000) by a trigger."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("""
+            CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.betpawa_market_name = 'Poison' THEN
+                    RAISE EXCEPTION 'index row size exceeds btree maximum' USING ERRCODE = '54000';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON market_odds
+                FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+        """)
+    poison = CachedMarket("9", "Poison", None, None, None, None, [{"name": "Yes", "odds": 2.0, "is_active": True}], None)
+    await cache.apply_scrape(1, "betpawa", [market("1"), market("2")], at(0))
+    await cache.apply_scrape(2, "betpawa", [poison], at(0))
     await cache.apply_scrape(3, "betpawa", [market("1")], at(0))
 
     flusher = Flusher(cache, database_url, batch_size=50, block_ms=50)

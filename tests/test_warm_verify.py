@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from availability.cache import MarketCache
+from availability.cache import REDELIVERY_FIELDS, MarketCache
 from availability.cli import cli
 from availability.errors import CacheNotReady
 from availability.flusher import Flusher
@@ -62,9 +62,12 @@ async def populate(cache: MarketCache, database_url: str) -> None:
 
 async def raw_snapshot(cache: MarketCache, event_id: int, bookmaker: str) -> tuple[dict, dict, dict]:
     keys = cache.keys
+    meta = await cache.client.hgetall(keys.meta(event_id, bookmaker))
+    for name in REDELIVERY_FIELDS:  # not restored by warm-up, by design
+        meta.pop(name.encode(), None)
     return (await cache.client.hgetall(keys.markets(event_id, bookmaker)),
             await cache.client.hgetall(keys.unavailable(event_id, bookmaker)),
-            await cache.client.hgetall(keys.meta(event_id, bookmaker)))
+            meta)
 
 
 PAIRS = [(1, "betpawa"), (1, "sportybet"), (2, "bet9ja"), (6, "betpawa")]
@@ -144,6 +147,7 @@ async def break_everything(cache: MarketCache, database_url: str) -> None:
     extra = market("99")
     await cache.client.hset(keys.markets(1, "betpawa"), key_to_field(extra.key), encode_market(extra))
     await cache.client.hdel(keys.markets(1, "sportybet"), "16@0.0")
+    await cache.client.hset(keys.markets(1, "betpawa"), "97@_", b"garbage")
     await cache.client.zrem(keys.snapshots(keys.shard_of(6)), "6:betpawa")
     await cache.client.delete(keys.markets(6, "betpawa"), keys.unavailable(6, "betpawa"), keys.meta(6, "betpawa"))
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -153,6 +157,9 @@ async def break_everything(cache: MarketCache, database_url: str) -> None:
         conn.execute("UPDATE availability_snapshots SET last_scraped_at = last_scraped_at - interval '1 minute'"
                      " WHERE event_id = 1 AND bookmaker = 'sportybet'")
         conn.execute("DELETE FROM competitor_market_odds WHERE event_id = 2")
+        conn.execute("""INSERT INTO market_odds (event_id, betpawa_market_id, line, betpawa_market_name, outcomes,
+                        captured_at, last_confirmed_at, scraped_at)
+                        SELECT 1, '98', NULL, 'Broken', '"not a list"', now(), now(), now()""")
         conn.execute("DELETE FROM availability_snapshots WHERE event_id = 2")
 
 
@@ -173,6 +180,8 @@ async def test_verify_finds_every_kind_of_mismatch(redis_client, key_prefix, dat
         ("last_scraped_at", 1, "sportybet", None),
         ("snapshot_missing_in_postgres", 2, "bet9ja", None),
         ("snapshot_missing_in_redis", 6, "betpawa", None),
+        ("undecodable_in_redis", 1, "betpawa", "97@_"),
+        ("undecodable_in_postgres", 1, "betpawa", "98@None"),
     }
     assert {m.kind for m in mismatches} == set(KINDS)
     text = {m.kind: str(m) for m in mismatches}
@@ -220,7 +229,7 @@ async def test_cli_warm_then_verify_clean_then_exit_1_on_each_mismatch(redis_cli
     await break_everything(cache, database_url)
     code, out, err = await run_cli(*common, "verify")
     assert code == 1
-    assert len(out.strip().splitlines()) == 7
+    assert len(out.strip().splitlines()) == 9
     assert "event 6 at betpawa: in PostgreSQL, not cached in Redis" in out
     assert "7 mismatches" in err and "Traceback" not in err
     code, out, _ = await run_cli(*common, "verify", "--event", "1", "--json")
