@@ -1,4 +1,4 @@
-"""Reading availability: compare an event across bookmakers, its history, its timeline.
+"""Reading availability: compare an event across bookmakers, and its history.
 
 Every test builds its event the way production does: scrapes applied through
 MarketCache, flushed to PostgreSQL by the Flusher; then reads it back.
@@ -7,18 +7,20 @@ MarketCache, flushed to PostgreSQL by the Flusher; then reads it back.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from click.testing import CliRunner
 
 from availability.cache import MarketCache
-from availability.cli import cli
+from availability.coordinator import EventCoordinator
 from availability.db.engine import libpq_url
 from availability.errors import ConfigurationError
-from availability.flusher import Flusher
-from availability.model import CachedMarket, MarketKey
+from availability.feed import Feed, FeedConfig
+from availability.model import MarketKey
 from availability.reader import (
     AVAILABLE,
     NEVER_OFFERED,
@@ -27,51 +29,8 @@ from availability.reader import (
     InvalidQuery,
     parse_market_filter,
 )
-
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-SHARDS = 4
-
-
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
-def market(market_id: str, line: float | None = None, odds: float = 1.85, name: str | None = None) -> CachedMarket:
-    return CachedMarket(
-        betpawa_market_id=market_id,
-        betpawa_market_name=name or f"Market {market_id}",
-        line=line,
-        handicap_type=None if line is None else "handicap",
-        handicap_home=line,
-        handicap_away=None if line is None else -line,
-        outcomes=[{"name": "Home", "odds": odds, "is_active": True},
-                  {"name": "Away", "odds": 2.05, "is_active": True}],
-        market_groups=None,
-    )
-
-
-async def flush(cache: MarketCache, database_url: str) -> None:
-    flusher = Flusher(cache, database_url)
-    try:
-        await flusher.run_once()
-    finally:
-        await flusher.close()
-
-
-async def build_event(cache: MarketCache, database_url: str) -> None:
-    """Event 1: betpawa loses two markets at 12:05, one comes back at 12:10;
-    sportybet lists it until the event leaves its listing at 12:12; bet9ja
-    never lists it. Event 2 at bet9ja only, so the events stay apart."""
-    await cache.mark_ready()
-    await cache.apply_scrape(1, "betpawa", [market("1"), market("18", 2.5), market("18", 3.5), market("16", 0.0)], at(0))
-    await cache.apply_scrape(1, "sportybet", [market("1", odds=1.8), market("18", 2.5)], at(1))
-    await cache.apply_scrape(1, "betpawa", [market("1", odds=1.9), market("18", 2.5)], at(5))
-    await cache.apply_scrape(1, "sportybet", [market("1", odds=1.8), market("18", 2.5), market("16")], at(6))
-    await cache.apply_scrape(1, "betpawa", [market("1", odds=1.9), market("18", 2.5), market("18", 3.5)], at(10))
-    await cache.mark_event_removed(1, "sportybet", at(12))
-    await cache.apply_scrape(2, "bet9ja", [market("1")], at(3))
-    await flush(cache, database_url)
+from availability.verify import verify
+from reading import SHARDS, at, build_event, flush, market
 
 
 @pytest.fixture
@@ -229,3 +188,123 @@ def test_market_filters():
     for bad in ("", " 18", "18@", "18@nan", 18):
         with pytest.raises(InvalidQuery, match="market: expected ID or ID@LINE"):
             parse_market_filter(bad)
+
+
+# ---------------------------------------------------------------- Redis and PostgreSQL agree on a realistic feed
+
+
+async def test_compare_from_redis_equals_compare_from_postgres_on_a_realistic_feed(cache, database_url, reader):
+    """Several events and cycles of the synthetic feed, through the coordinator
+    (listing reconciliation included), flushed; every event compares equal from
+    both stores, and the feed really exercised what the comparison shows."""
+    feed = Feed(FeedConfig(seed=7, events=12, market_scale=0.25))
+    coordinator = EventCoordinator(cache)
+    await cache.mark_ready()
+    for cycle in range(6):
+        for b in feed.config.bookmakers:
+            listing = feed.listing(b, cycle)
+            await coordinator.reconcile_listing(b, listing.event_ids, listing.at, listing_ok=listing.ok)
+        results = [r for r in feed.scrapes(cycle) if r is not None]
+        await coordinator.store_batch_results(results)
+        if cycle % 2:
+            await flush(cache, database_url)  # flushes interleaved with scrapes, as in production
+    await flush(cache, database_url)
+    assert await verify(cache, database_url) == []
+
+    statuses, left, returned = set(), 0, 0
+    for event_id in feed.event_ids():
+        from_redis = await reader.compare(event_id)
+        from_pg = await reader.compare(event_id, source="postgres")
+        assert from_pg == from_redis, f"event {event_id}"
+        assert json.dumps(from_pg.as_dict() | {"source": "redis"}) == json.dumps(from_redis.as_dict())
+        statuses |= {s.status for m in from_redis.markets for s in m.states}
+        left += sum(1 for b in from_redis.bookmakers if b.left_listing)
+        returned += sum(1 for t in await reader.history(event_id) if t.transition == "became_available")
+    assert statuses == {AVAILABLE, UNAVAILABLE, NEVER_OFFERED}
+    assert left > 0, "no event left a listing: the test would not check removed_at"
+    assert returned > 0, "no market came back: the test would not check returning markets"
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
+    base.update(env)
+    return subprocess.run([sys.executable, "-m", "availability", *args], capture_output=True, text=True,
+                          env=base, timeout=120)
+
+
+@pytest.fixture
+async def built(cache, database_url, redis_url, key_prefix):
+    await build_event(cache, database_url)
+    return {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "AVAILABILITY_PREFIX": key_prefix,
+            "AVAILABILITY_SHARDS": str(SHARDS)}
+
+
+async def test_cli_compare_prints_each_bookmakers_state_from_either_store(built):
+    shown = run_cli("compare", "1", **built)
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip()[:1].isdigit()}
+    assert lines["16@0.0"].split()[2:] == ["16", "gone", "since", "12:05:00", "(was", "1.85", "/", "2.05)",
+                                           "never", "offered", "never", "offered"]
+    assert "left at 12:12:00" in shown.stdout and "never listed this event" in shown.stdout
+    from_redis = json.loads(run_cli("compare", "1", "--json", **built).stdout)
+    from_pg = json.loads(run_cli("compare", "1", "--json", "--source", "postgres", **built).stdout)
+    assert from_redis["markets"] == from_pg["markets"] and from_redis["bookmakers"] == from_pg["bookmakers"]
+    one = next(m for m in from_redis["markets"] if m["key"] == "1@_")
+    assert one["bookmakers"]["sportybet"] == {
+        "status": "unavailable", "unavailable_since": "2026-11-28T12:12:00.000000Z",
+        "outcomes": [{"name": "Home", "odds": 1.8, "is_active": True}, {"name": "Away", "odds": 2.05, "is_active": True}]}
+    assert one["bookmakers"]["bet9ja"]["status"] == "never_offered"
+    gaps = json.loads(run_cli("compare", "1", "--json", "--gaps-only", **built).stdout)
+    assert [m["key"] for m in gaps["markets"]] == ["1@_", "16@_", "16@0.0", "18@2.5", "18@3.5"]  # bet9ja has none
+
+
+async def test_cli_compare_of_an_unknown_event_or_prefix_exits_1(built):
+    nothing = run_cli("compare", "99", **built)
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip() == f"Error: event 99: nothing stored in redis (prefix {built['AVAILABILITY_PREFIX']!r})"
+    assert nothing.stdout == ""
+    wrong = run_cli("compare", "1", **(built | {"AVAILABILITY_PREFIX": built["AVAILABILITY_PREFIX"] + "x"}))
+    assert wrong.returncode == 1 and "no deployment in Redis" in wrong.stderr
+
+
+async def test_cli_history_filters_and_json(built):
+    shown = run_cli("history", "1", "--bookmaker", "betpawa", "--market", "18@3.5", **built)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split() for line in shown.stdout.splitlines() if line.strip().startswith("2026")]
+    assert rows == [["2026-11-28", "12:05:00.000000", "betpawa", "18@3.5", "became", "unavailable"],
+                    ["2026-11-28", "12:10:00.000000", "betpawa", "18@3.5", "became", "available"]]
+    data = json.loads(run_cli("history", "1", "--since", "2026-11-28T12:10:00", "--json", **built).stdout)
+    assert [(t["bookmaker"], t["key"], t["transition"], t["at"]) for t in data] == [
+        ("betpawa", "18@3.5", "became_available", "2026-11-28T12:10:00.000000Z"),
+        ("sportybet", "1@_", "became_unavailable", "2026-11-28T12:12:00.000000Z"),
+        ("sportybet", "16@_", "became_unavailable", "2026-11-28T12:12:00.000000Z"),
+        ("sportybet", "18@2.5", "became_unavailable", "2026-11-28T12:12:00.000000Z"),
+    ]
+    # a time with its own zone: 13:11 in UTC+1 is 12:11 UTC
+    later = json.loads(run_cli("history", "1", "--since", "2026-11-28T13:11:00+01:00", "--json", **built).stdout)
+    assert {t["at"] for t in later} == {"2026-11-28T12:12:00.000000Z"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("history", "1", "--market", "18@x"), "Invalid value for '--market': market: expected ID or ID@LINE"),
+    (("history", "1", "--since", "yesterday"), "Invalid value for '--since': expected an ISO 8601 time"),
+    (("compare", "1", "--bookmaker", "Bet 9ja"), "bookmaker: expected a lowercase slug"),
+    (("compare", "1", "--source", "mysql"), "Invalid value for '--source'"),
+])
+def test_cli_reading_usage_errors_are_one_line_exit_2(args, message):
+    result = run_cli(*args, REDIS_URL="redis://127.0.0.1:1/0", DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_history_on_an_unreachable_database_masks_the_password():
+    result = run_cli("history", "1", DATABASE_URL="postgresql://reader:s3cret@127.0.0.1:1/db")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: cannot reach PostgreSQL at postgresql://reader:***@127.0.0.1:1/db")
+    assert "s3cret" not in result.stderr + result.stdout
