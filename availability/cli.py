@@ -577,7 +577,7 @@ async def _reader(app: App, *, redis: bool, postgres: bool, bookmakers: tuple[st
               help="Read the cache, or the PostgreSQL tables (the same answer once the flushers caught up).")
 @click.option("--bookmaker", "bookmakers", multiple=True, metavar="B",
               help="Bookmakers to show, in order (repeatable) [default: betpawa sportybet bet9ja, then any other found].")
-@click.option("--gaps-only", is_flag=True, help="Only markets not available at every bookmaker.")
+@click.option("--gaps-only", is_flag=True, help="Only markets unavailable now at some bookmaker.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @pass_app
 def compare(app: App, event: int, source: str, bookmakers: tuple[str, ...], gaps_only: bool, as_json: bool) -> None:
@@ -596,7 +596,7 @@ def compare(app: App, event: int, source: str, bookmakers: tuple[str, ...], gaps
     if as_json:
         data = comparison.as_dict()
         if gaps_only:
-            data["markets"] = [m.as_dict() for m in comparison.markets if not m.everywhere_available]
+            data["markets"] = [m.as_dict() for m in comparison.markets if m.unavailable_somewhere]
         _echo_json(data)
     elif comparison.found:
         from availability.reader import render_comparison
@@ -646,7 +646,7 @@ def history(app: App, event: int, bookmaker: str | None, markets: list[Any], sin
               help="Also a screenshot of the page (needs a headless Chromium, e.g. Debian's chromium).")
 @click.option("--market", "markets", multiple=True, metavar="ID[@LINE]", callback=_market_filters,
               help="Only this market: 18 (every line), 18@2.5, 1@_ (no line); repeatable.")
-@click.option("--gaps-only", is_flag=True, help="Only markets unavailable at some time, or missing at some bookmaker.")
+@click.option("--gaps-only", is_flag=True, help="Only markets that were unavailable at some time at some bookmaker.")
 @click.option("--bookmaker", "bookmakers", multiple=True, metavar="B",
               help="Lanes, in order (repeatable) [default: betpawa sportybet bet9ja, then any other found].")
 @click.option("--browser", metavar="PATH", help="The Chromium to use for --png [default: found on PATH].")

@@ -176,6 +176,11 @@ class MarketComparison:
     def everywhere_available(self) -> bool:
         return all(s.status == AVAILABLE for s in self.states)
 
+    @property
+    def unavailable_somewhere(self) -> bool:
+        """Unavailable now at some bookmaker (never offered does not count)."""
+        return any(s.status == UNAVAILABLE for s in self.states)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "key": self.field,
@@ -524,8 +529,8 @@ class AvailabilityReader:
         """The event's :class:`~availability.timeline.EventTimeline`, from PostgreSQL:
         the transitions, the market rows (current state, odds, ``captured_at``)
         and the snapshots (``removed_at``). ``markets`` (filters as in
-        :meth:`history`) and ``gaps_only`` (markets unavailable at some point or
-        missing at some bookmaker) choose the rows."""
+        :meth:`history`) and ``gaps_only`` (markets unavailable at some time at
+        some bookmaker) choose the rows."""
         from availability.timeline import build_timeline
 
         validate_event_id(event_id)
@@ -552,7 +557,8 @@ def _odds_text(outcomes: Sequence[tuple[str, float, bool]]) -> str:
 
 
 def render_comparison(comparison: EventComparison, console: Any, *, gaps_only: bool = False) -> None:
-    """Print the comparison to a ``rich`` console: the bookmakers, then one row per market."""
+    """Print the comparison to a ``rich`` console: the bookmakers, then one row per market
+    (``gaps_only``: per market unavailable now at some bookmaker)."""
     from rich import box
     from rich.table import Table
 
@@ -571,7 +577,7 @@ def render_comparison(comparison: EventComparison, console: Any, *, gaps_only: b
         heads.add_row(b.bookmaker, str(b.markets), str(b.unavailable), _when(b.last_scraped_at, day), listing)
     console.print(heads)
 
-    rows = [m for m in comparison.markets if not (gaps_only and m.everywhere_available)]
+    rows = [m for m in comparison.markets if not gaps_only or m.unavailable_somewhere]
     table = Table(box=box.SIMPLE_HEAD, caption="odds in outcome order; \u2020 inactive outcome",
                   caption_justify="left")
     table.add_column("key", no_wrap=True)

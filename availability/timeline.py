@@ -105,7 +105,7 @@ class Lane:
 
     @property
     def had_gap(self) -> bool:
-        return any(not i.offered for i in self.intervals)
+        return any(i.kind == GAP for i in self.intervals)
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,8 @@ class TimelineRow:
 
     @property
     def has_gaps(self) -> bool:
-        """Unavailable at some point, or never offered, at some bookmaker."""
-        return any(lane.had_gap or lane.state.status == NEVER_OFFERED for lane in self.lanes)
+        """Unavailable at some time at some bookmaker."""
+        return any(lane.had_gap for lane in self.lanes)
 
 
 @dataclass(frozen=True)
