@@ -754,6 +754,7 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
                 f"expected one per transition ({transitions_u + transitions_a})"
             )
         stats = await _cache_totals(cache)
+        busiest = await _busiest_comparison(cache, database_url, event_ids)
         flushed = Counter()
         for s in flusher_stats:
             flushed.update({k: v for k, v in s.items() if isinstance(v, int)})
@@ -795,6 +796,7 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
                          "difference_count": len(differences)},
             "verify": {"ok": not mismatches, "mismatches": len(mismatches),
                        "examples": [str(m) for m in mismatches[:10]]},
+            "compare": busiest,
             "timings": {"scrape_seconds": round(scrape_s, 2), "drain_seconds": round(drain_s, 2),
                         "demo_seconds": round(time.monotonic() - started, 2)},
         }
@@ -803,6 +805,35 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
         await cache.close()
         if claim is not None:
             await claim.close()  # releases the database for the next demo
+
+
+async def _busiest_comparison(cache: Any, database_url: str, event_ids: list[int]) -> dict[str, Any] | None:
+    """``availability compare`` of the event with the most transitions, summed up,
+    read from Redis and from PostgreSQL (the two must be equal)."""
+    import psycopg
+
+    from availability.db.engine import libpq_url
+    from availability.reader import AvailabilityReader
+
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT event_id FROM market_availability_history WHERE event_id = ANY(%s) "
+            "GROUP BY event_id ORDER BY count(*) DESC, event_id LIMIT 1", (event_ids,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        async with AvailabilityReader(cache, conn) as reader:
+            comparison = await reader.compare(row[0])
+            same = comparison == await reader.compare(row[0], source="postgres")
+    return {
+        "event_id": comparison.event_id,
+        "bookmakers": {b.bookmaker: {"markets": b.markets, "unavailable": b.unavailable,
+                                     "removed_at": format_ts(b.removed_at) if b.removed_at else None}
+                       for b in comparison.bookmakers},
+        "markets": len(comparison.markets),
+        "available_everywhere": sum(1 for m in comparison.markets if m.everywhere_available),
+        "same_in_postgres": same,
+    }
 
 
 async def _cache_totals(cache: Any) -> dict[str, int]:
@@ -962,6 +993,16 @@ def render_report(report: dict[str, Any], console: Any, *, servers_kept: bool = 
     else:
         lines.append(("verify", f"[red]{_n(ve['mismatches'])} mismatches between Redis and PostgreSQL[/red]"))
         lines += [("", m) for m in ve["examples"][:5]]
+    busy = report.get("compare")
+    if busy:
+        per = ", ".join(f"{b} {v['markets']} markets ({v['unavailable']} unavailable"
+                        + (f", left the listing at {v['removed_at'][11:19]}" if v["removed_at"] else "") + ")"
+                        for b, v in busy["bookmakers"].items())
+        same = ("same answer from PostgreSQL" if busy["same_in_postgres"]
+                else "[red]PostgreSQL gives another answer[/red]")
+        lines.append(("compare", f"busiest event {busy['event_id']}: {per}; {busy['available_everywhere']} of "
+                                 f"{busy['markets']} markets available everywhere; {same} "
+                                 f"(availability compare {busy['event_id']})"))
     lines.append(("timings", f"servers {ti.get('startup_seconds', 0):.1f} s, cycles {ti['scrape_seconds']:.1f} s, "
                              f"drain {ti['drain_seconds']:.1f} s, total {ti.get('total_seconds', ti['demo_seconds']):.1f} s"))
     console.print(f"[bold]availability demo[/bold]: {o['events']} events x {o['cycles']} cycles at 3 bookmakers, "
