@@ -231,7 +231,7 @@ async def test_cli_warm_then_verify_clean_then_exit_1_on_each_mismatch(redis_cli
     assert code == 1
     assert len(out.strip().splitlines()) == 9
     assert "event 6 at betpawa: in PostgreSQL, not cached in Redis" in out
-    assert "7 mismatches" in err and "Traceback" not in err
+    assert "9 mismatches" in err and "Traceback" not in err
     code, out, _ = await run_cli(*common, "verify", "--event", "1", "--json")
     assert code == 1
     assert {json.loads(line)["kind"] for line in out.splitlines()} == {
