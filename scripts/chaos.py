@@ -181,6 +181,7 @@ class Chaos:
             [sys.executable, "-m", "availability", "flush", "--batch-size", "50", "--claim-idle-ms", "2000",
              "--block-ms", "200", "--consumer", f"chaos-flusher-{index}-{time.monotonic_ns()}"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc.started = time.monotonic()  # type: ignore[attr-defined]
         if index < len(self.flushers):
             self.flushers[index] = proc
         else:
@@ -406,6 +407,8 @@ class Chaos:
                 break
             await asyncio.sleep(0.1)
         for proc in self.flushers:
+            # one restarted a moment ago may not have installed its signal handler yet
+            await asyncio.sleep(max(0.0, proc.started + 3.0 - time.monotonic()))  # type: ignore[attr-defined]
             proc.send_signal(signal.SIGTERM)
         for i, proc in enumerate(self.flushers):
             try:
@@ -469,7 +472,7 @@ class Chaos:
                     wrong.append(f"duplicate told something else than its application: {x}")
         # nothing of a bad scrape was written
         with psycopg.connect(self.pg.url) as conn:
-            (bad_rows,) = conn.execute("SELECT count(*) FROM availability_snapshots WHERE event_id >= 900000").fetchone()
+            (bad_rows,) = conn.execute("SELECT count(*) FROM availability_snapshots WHERE event_id BETWEEN 900000 AND 999999").fetchone()
         if bad_rows:
             wrong_count += bad_rows
             wrong.append(f"{bad_rows} snapshots of bad scrapes reached PostgreSQL")
