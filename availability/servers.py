@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, Self
@@ -1183,15 +1183,27 @@ class PostgresServer(_EmbeddedServer):
 # --------------------------------------------------------------------------- Redis Cluster
 
 
-def _cluster_ports(count: int) -> list[int]:
-    """``count`` free ports whose cluster bus ports (port + 10000) are free too."""
+_CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 (the cluster bus)
+
+
+def _cluster_ports(count: int, taken: Collection[int] = ()) -> list[int]:
+    """``count`` client ports for Redis Cluster nodes.
+
+    Each port, and its bus port (port + 10000), was free a moment ago, and no
+    port -- client or bus -- of one node equals a port of another node, nor
+    one in ``taken`` (the client and bus ports of nodes already running).
+    """
+    used = set(taken)
     ports: list[int] = []
     for _ in range(200 * count):
         port = free_port()
-        if port + 10000 <= 65535 and port not in ports and _port_is_free(port + 10000):
-            ports.append(port)
-            if len(ports) == count:
-                return ports
+        bus = port + _CLUSTER_BUS_OFFSET
+        if bus > 65535 or port in used or bus in used or not _port_is_free(bus):
+            continue
+        ports.append(port)
+        used.update((port, bus))
+        if len(ports) == count:
+            return ports
     raise ServerStartError(f"could not find {count} free port pairs for a Redis Cluster")
 
 
@@ -1218,10 +1230,16 @@ class RedisCluster:
             client = Client(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
             # or simply redis.asyncio.RedisCluster.from_url(cluster.url)
 
+    Each node gets ports (client and bus) that collide with no other node's;
+    a node whose start loses a port to another process is started again on
+    fresh ports, up to ``_node_attempts`` times.
+
     Raises:
         ServerStartError: from :meth:`start`, if ``redis-cli`` is missing or the
             cluster does not become healthy within ``startup_timeout`` seconds.
     """
+
+    _node_attempts = 5
 
     def __init__(
         self,
@@ -1269,19 +1287,8 @@ class RedisCluster:
         cli = self.cli or find_redis_cli(executable)
         _register(self)
         try:
-            for port in _cluster_ports(self.masters):
-                node = RedisServer(
-                    port=port,
-                    executable=executable,
-                    workdir=self.workdir,
-                    extra_args=(
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", str(self.node_timeout_ms),
-                    ),
-                )  # fmt: skip
-                self.nodes.append(node)
-                node.start()
+            for _ in range(self.masters):
+                self._start_node(executable)
             self._create(cli)
             self._wait_healthy()
         except BaseException:
@@ -1289,6 +1296,34 @@ class RedisCluster:
             raise
         _log.debug("redis_cluster.started", nodes=len(self.nodes), ports=[n.port for n in self.nodes])
         return self
+
+    def _start_node(self, executable: str) -> None:
+        """Start one more node on ports no other node uses; retried on fresh ports
+        when another process took the client or the bus port first."""
+        taken = {p for node in self.nodes for p in (node.port, node.port + _CLUSTER_BUS_OFFSET)}
+        for attempt in range(1, self._node_attempts + 1):
+            (port,) = _cluster_ports(1, taken)
+            node = RedisServer(
+                port=port,
+                executable=executable,
+                workdir=self.workdir,
+                extra_args=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(self.node_timeout_ms),
+                ),
+            )  # fmt: skip
+            self.nodes.append(node)  # stop() covers it, however its start ends
+            try:
+                node.start()
+                return
+            except ServerStartError as exc:
+                self.nodes.remove(node)
+                node.close()
+                if attempt == self._node_attempts or not RedisServer._port_taken.search(str(exc)):
+                    raise
+                _log.debug("redis_cluster.port_taken", port=port, attempt=attempt)
+                taken.update((port, port + _CLUSTER_BUS_OFFSET))
 
     def _create(self, cli: str) -> None:
         argv = [cli, "--cluster", "create", *(f"{h}:{p}" for h, p in self.startup_nodes)]
