@@ -1017,7 +1017,9 @@ class PostgresServer(_EmbeddedServer):
         """When we are root, the OS user we run as must be able to reach the binaries
         (a virtualenv under ``/root`` is out of its reach)."""
         account = self._account()
-        if account is not None and not _traversable_by(bin_dir, account.pw_uid, account.pw_gid):
+        if account is None or not bin_dir.is_dir():  # a missing directory: "could not run initdb"
+            return
+        if not _traversable_by(bin_dir, account.pw_uid, account.pw_gid):
             raise ServerStartError(
                 f"PostgreSQL refuses to run as root and OS user {self.run_as!r} cannot reach its "
                 f"binaries in {bin_dir}: install them where every parent directory is o+x "
