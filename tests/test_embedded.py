@@ -116,3 +116,13 @@ def test_as_root_binaries_the_postgres_user_cannot_reach_are_one_clear_line(tmp_
     assert "\n" not in message
     assert f"OS user 'postgres' cannot reach its binaries in {bin_dir}" in message
     assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+
+
+def test_no_os_user_to_run_postgres_as_is_one_clear_line(tmp_path: Path) -> None:
+    server = PostgresServer(run_as="availability-no-such-user", workdir=tmp_path / "data")
+    with pytest.raises(ServerStartError) as raised:
+        server.start()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "there is no OS user 'availability-no-such-user' to run it as: create one" in message
+    assert not server.running and server.data_dir is None
