@@ -66,14 +66,14 @@ import structlog
 from availability.errors import ServerStartError
 
 __all__ = [
+    "IGNORE_SYSTEM_SERVERS",
     "PostgresServer",
     "RedisCluster",
     "RedisServer",
     "RunningServers",
+    "ServerBinary",
     "create_database",
     "drop_database",
-    "IGNORE_SYSTEM_SERVERS",
-    "ServerBinary",
     "find_postgres_bin",
     "find_redis_cli",
     "find_redis_server",
