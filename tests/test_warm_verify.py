@@ -235,7 +235,8 @@ async def test_cli_warm_then_verify_clean_then_exit_1_on_each_mismatch(redis_cli
     code, out, _ = await run_cli(*common, "verify", "--event", "1", "--json")
     assert code == 1
     assert {json.loads(line)["kind"] for line in out.splitlines()} == {
-        "missing_in_postgres", "payload", "unavailable_at", "missing_in_redis", "last_scraped_at"}
+        "missing_in_postgres", "payload", "unavailable_at", "missing_in_redis", "last_scraped_at",
+        "undecodable_in_redis", "undecodable_in_postgres"}
 
 
 def test_cli_names_an_unreachable_server_without_its_password_or_a_traceback():
