@@ -67,6 +67,7 @@ from tenacity import (
 
 from availability import metrics
 from availability.db.convert import HOME_BOOKMAKER
+from availability.db import fence
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
 from availability.logs import redact_url
@@ -379,15 +380,6 @@ ON CONFLICT (event_id, bookmaker) DO UPDATE SET
     updated_at = now()
 """
 
-_FENCE_ENSURE_SQL = "INSERT INTO availability_fences (prefix) VALUES (%s) ON CONFLICT DO NOTHING"
-_FENCE_READ_SQL = "SELECT generation FROM availability_fences WHERE prefix = %s"
-_FENCE_CHECK_SQL = "SELECT generation FROM availability_fences WHERE prefix = %s FOR SHARE"
-# warm-up: bump (creating the row if needed) under a row lock that waits for in-flight commits
-FENCE_BUMP_SQL = """
-INSERT INTO availability_fences AS f (prefix, generation) VALUES (%s, 1)
-ON CONFLICT (prefix) DO UPDATE SET generation = f.generation + 1, updated_at = now()
-RETURNING generation
-"""
 
 # Two flushers writing records of one snapshot serialise on it, in a fixed order:
 # no deadlocks between their row locks.
@@ -621,7 +613,6 @@ class Flusher:
             return []
 
     async def _claim(self, stream: str, cursor: str) -> tuple[str, list[StreamEntry]]:
-        await self._refresh_generation()
         try:
             reply = await self.client.xautoclaim(
                 stream, self.group, self.consumer, self.claim_idle_ms, start_id=cursor, count=self.batch_size
@@ -652,9 +643,7 @@ class Flusher:
                 if not own_pending_done:
                     await self._drain(lambda: self._read("0", None))
                     own_pending_done = True
-                if self._fenced:  # a batch was fenced out: read our pending ones again
-                    self._fenced = False
-                    await self._drain(lambda: self._read("0", None))
+                await self._reread_if_fenced()
                 now = time.monotonic()
                 if now >= next_claim:
                     next_claim = now + max(self.claim_idle_ms / 2000, 0.1)
@@ -679,15 +668,20 @@ class Flusher:
         self._log.info("flusher.stop", **vars(self.stats))
         return self.stats
 
+    async def _reread_if_fenced(self) -> None:
+        """A batch was fenced out by a warm-up: read our own pending records again,
+        under the new generation (those Redis lost are simply gone)."""
+        if self._fenced:
+            self._fenced = False
+            await self._drain(lambda: self._read("0", None))
+
     async def _maintain(self, task: str, call: Any) -> None:
         """Run one maintenance task (claiming, trimming, gauges): an unexpected error is
         logged and counted, never the end of the flush loop. Outages and a missing
         schema still go to the loop, which waits them out or stops."""
         try:
             await call()
-        except (_Stopped, _Fenced, SchemaNotReady, asyncio.CancelledError):
-            raise
-        except _REDIS_DOWN:
+        except (_Stopped, _Fenced, SchemaNotReady, asyncio.CancelledError, *_REDIS_DOWN):
             raise
         except Exception as exc:
             if is_transient_pg(exc):
@@ -705,11 +699,8 @@ class Flusher:
         await self._drain(lambda: self._read("0", None))
         await self.claim_idle()
         await self._drain(lambda: self._read(">", None))
-        for _ in range(3):  # fenced out by a warm-up: read our pending records again
-            if not self._fenced:
-                break
-            self._fenced = False
-            await self._drain(lambda: self._read("0", None))
+        for _ in range(3):  # each pass may be fenced out by yet another warm-up
+            await self._reread_if_fenced()
         # a cron-style deployment must stay bounded too: trim, and leave no consumer behind
         await self._maintain("trim", self.trim)
         await self._maintain("consumer", self.remove_consumer_if_idle)
@@ -730,6 +721,7 @@ class Flusher:
     async def claim_idle(self) -> int:
         """Take over, and flush, records other consumers left pending for ``claim_idle_ms``."""
         claimed = 0
+        await self._refresh_generation()  # once, before any claim of this pass (see _write)
         for stream in self._streams:
             cursor = "0-0"
             while True:
@@ -867,9 +859,9 @@ class Flusher:
         async def read() -> int:
             async with self._connection() as conn:
                 if not self._fence_ready:
-                    await conn.execute(_FENCE_ENSURE_SQL, (self.keys.prefix,))
+                    await conn.execute(fence.ENSURE_SQL, (self.keys.prefix,))
                     self._fence_ready = True
-                cur = await conn.execute(_FENCE_READ_SQL, (self.keys.prefix,))
+                cur = await conn.execute(fence.READ_SQL, (self.keys.prefix,))
                 row = await cur.fetchone()
                 return int(row[0]) if row else 0
 
@@ -946,8 +938,8 @@ class Flusher:
                 async with conn.transaction():
                     # The share lock makes warm-up's bump wait for this commit (or this
                     # commit see the bump): never both "read before" and "committed after".
-                    fence = await conn.execute(_FENCE_CHECK_SQL, (self.keys.prefix,))
-                    current = await fence.fetchone()
+                    checked = await conn.execute(fence.CHECK_SQL, (self.keys.prefix,))
+                    current = await checked.fetchone()
                     if current is None or current[0] != generation:
                         raise _Fenced(
                             f"warm-up generation is {current[0] if current else None}, the batch was read "

@@ -37,7 +37,7 @@ import structlog
 from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
-from availability.flusher import FENCE_BUMP_SQL
+from availability.db import fence
 from availability.model import encode_market, format_ts, key_to_field, market_key, to_micros
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
@@ -223,7 +223,7 @@ async def warm(
         async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
             # Fence out flusher batches read before now: once this commits, none of
             # them can commit, so nothing lands in PostgreSQL behind this reload.
-            cur = await conn.execute(FENCE_BUMP_SQL, (cache.keys.prefix,))
+            cur = await conn.execute(fence.BUMP_SQL, (cache.keys.prefix,))
             stats.generation = int((await cur.fetchone())[0])  # type: ignore[index]
             await conn.commit()
             batch: list[PgSnapshot] = []

@@ -47,7 +47,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import psycopg
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError

@@ -6,7 +6,6 @@ its fix (named in the test's docstring) and runs on real Redis and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -20,7 +19,7 @@ from availability.cache import MarketCache
 from availability.db import migrate
 from availability.flusher import GROUP, Flusher, is_transient_pg
 from availability.db.engine import is_schema_error
-from availability.model import CachedMarket, encode_market, key_to_field
+from availability.model import CachedMarket
 from availability.ops import inspect_event
 from availability.verify import verify
 from availability.warm import warm

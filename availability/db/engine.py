@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
 
-from availability.errors import ConfigurationError
+from availability.errors import ConfigurationError, SchemaNotReady
 from availability.logs import redact_url  # one implementation for every URL
 
 __all__ = [
@@ -97,10 +97,8 @@ def is_schema_error(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) in _SCHEMA_STATES
 
 
-def schema_not_ready(exc: BaseException) -> "SchemaNotReady":
+def schema_not_ready(exc: BaseException) -> SchemaNotReady:
     """The one-line error every command gives for an unmigrated database."""
-    from availability.errors import SchemaNotReady
-
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return SchemaNotReady(
         f"database: the schema is missing or older than this version ({first}); run `availability migrate`"
