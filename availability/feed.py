@@ -1,4 +1,4 @@
-"""A synthetic bookmaker feed with the production profile of DOMAIN.md.
+"""A synthetic bookmaker feed with the production profile of docs/domain.md.
 
 Deterministic and pure: every answer is a function of ``(seed, cycle, event,
 bookmaker)`` only, computed with a counter-based hash (no shared random
@@ -239,7 +239,7 @@ CATALOG: tuple[MarketSpec, ...] = _catalog()
 
 @dataclass(frozen=True)
 class FeedConfig:
-    """The feed's profile. Rates are per cycle; the defaults follow DOMAIN.md,
+    """The feed's profile. Rates are per cycle; the defaults follow docs/domain.md,
     with the rare failures made frequent enough to show up in a short demo."""
 
     seed: int = 1

@@ -22,7 +22,7 @@ What it measures (one process, then ``--workers`` processes):
    validation and encoding included) with N concurrent worker processes, each
    with its own events, over steady-state cycles.
 
-Profile (DOMAIN.md): BetPawa snapshots ~170 markets (150 always listed + 40
+Profile (docs/domain.md): BetPawa snapshots ~170 markets (150 always listed + 40
 specialised ones listed about half the time), SportyBet and Bet9ja ~72 (62 +
 20); each cycle ~5% of listed markets change odds, ~0.05% toggle suspension,
 and each specialised market leaves or returns with probability 0.15.
@@ -461,7 +461,7 @@ def measure_throughput(url: str, workers: int, events: int, cycles: int, seed: i
         "applied": sum(r["applied"] for r in rows),
         "markets_per_s": round(rate),
         "scrapes_per_s": round(scrapes / seconds),
-        # production: ~400,000 market observations per 5-minute cycle (DOMAIN.md)
+        # production: ~400,000 market observations per 5-minute cycle (docs/domain.md)
         "seconds_per_production_cycle": round(400_000 / rate, 1),
         "per_worker": sorted(rows, key=lambda r: r["worker"]),
     }

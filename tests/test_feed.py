@@ -1,4 +1,4 @@
-"""The synthetic feed: deterministic, and shaped like the production profile of DOMAIN.md."""
+"""The synthetic feed: deterministic, and shaped like the production profile of docs/domain.md."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ Key points:
 * ``line`` is ``NULL`` for a market without a line; ``0.0`` is a real line.
   The unique keys are declared ``NULLS NOT DISTINCT`` (PostgreSQL 15+), so a
   ``NULL`` line is one value that never duplicates and never equals ``0.0``
-  (failure 3 in DOMAIN.md was a ``COALESCE(line, 0)`` index that merged them).
+  (failure 3 in docs/domain.md was a ``COALESCE(line, 0)`` index that merged them).
 * ``unavailable_at`` ``NULL`` means available; it arrives in revision 0002
   together with the partial indexes that find the unavailable markets of an
   event.

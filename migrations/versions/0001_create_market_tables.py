@@ -3,7 +3,7 @@
 Lines are NULL for markets without one; every unique key that contains
 ``line`` is NULLS NOT DISTINCT (PostgreSQL 15+) so a NULL line is a single
 value that never duplicates and never collides with a real 0.0 line
-(failure 3 in DOMAIN.md).
+(failure 3 in docs/domain.md).
 
 ``unavailable_at`` and the partial indexes on it come in revision 0002.
 
