@@ -4,7 +4,7 @@
     python scripts/chaos.py --duration 120 --seed 1
 
 It starts its own Redis (append-only file, ``appendfsync always``) and
-PostgreSQL, then for ``--duration`` seconds:
+PostgreSQL (``fsync`` and ``synchronous_commit`` on), then for ``--duration`` seconds:
 
 * feeds the demo's synthetic bookmaker feed through ``--workers`` worker
   processes (each scrape sometimes delivered twice, to two workers, or held
@@ -38,6 +38,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,7 +159,10 @@ class Chaos:
         from availability.servers import PostgresServer, RedisServer
 
         self.redis = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")).start()
-        self.pg = PostgresServer().start()
+        # Production durability: the test harness's default (synchronous_commit off) loses
+        # the last commits on a crash, which the flushers have already acknowledged.
+        self.pg = PostgresServer(settings={"fsync": "on", "synchronous_commit": "on",
+                                           "full_page_writes": "on"}).start()
         upgrade(self.pg.url)
 
     def start_worker(self, index: int) -> None:
@@ -506,7 +510,7 @@ class Chaos:
             await client.aclose()
         return total
 
-    def close(self) -> None:
+    def close(self, keep_logs: bool = False) -> None:
         for proc, _ in self.workers:
             if proc.is_alive():
                 proc.kill()
@@ -516,6 +520,8 @@ class Chaos:
         for server in (getattr(self, "redis", None), getattr(self, "pg", None)):
             if server is not None:
                 server.close()
+        if not keep_logs:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _id(text: str) -> tuple[int, int]:
@@ -547,12 +553,15 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging("CRITICAL")
     chaos = Chaos(args)
+    report: dict[str, Any] = {}
     try:
         report = asyncio.run(chaos.run())
     finally:
-        chaos.close()
-    ok = not (report["lost"] or report["duplicated"] or report["wrong"] or report["held_back"]
-              or report["flusher_exits"])
+        ok = bool(report) and not (report["lost"] or report["duplicated"] or report["wrong"]
+                                   or report["held_back"] or report["flusher_exits"])
+        chaos.close(keep_logs=not ok)
+        if not ok:
+            print(f"chaos: logs kept in {chaos.tmp}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, default=str))
     else:
