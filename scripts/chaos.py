@@ -444,9 +444,11 @@ class Chaos:
         wrong_count = len(unexplained)
         by_record = self.audit  # stream ids repeat across shards: keyed by (stream, id)
         applied_by_scrape = {}
+        bad_accepted = 0
         for x in lines:
             if x.get("bad"):
                 if x["status"] != "invalid":
+                    bad_accepted += 1
                     wrong_count += 1
                     wrong.append(f"bad input {x['bad']} was {x['status']}")
                 else:
@@ -487,7 +489,10 @@ class Chaos:
         return {
             "seed": self.args.seed, "duration_s": self.args.duration, "cycles": cycles, "scrapes": scrapes,
             "deliveries": dict(statuses), "faults": dict(self.faults), "bad_inputs": self.bad_sent.total(),
-            "bad_refused": self.bad_refused, "transitions": len(history), "records_audited": len(self.audit),
+            "bad_refused": self.bad_refused, "bad_accepted": bad_accepted,
+            # queued to a worker that was then killed: never applied nor answered
+            "bad_unanswered": self.bad_sent.total() - self.bad_refused - bad_accepted,
+            "transitions": len(history), "records_audited": len(self.audit),
             "records_excused": len(excused & set(self.audit)),
             "lost": len(lost), "duplicated": duplicated, "wrong": wrong_count, "held_back": held_back,
             "flusher_exits": self.flusher_exits, "examples": wrong[:5] + [f"lost: {r}" for r in sorted(lost, key=str)[:5]],
@@ -569,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos: seed {report['seed']}, {report['duration_s']:.0f} s, {report['cycles']} cycles, "
               f"{report['scrapes']} scrapes ({', '.join(f'{k} {v}' for k, v in sorted(report['deliveries'].items()))}); "
               f"faults {sum(report['faults'].values())} ({faults}); bad inputs {report['bad_inputs']}, "
-              f"refused {report['bad_refused']}; transitions {report['transitions']}, records audited "
+              f"refused {report['bad_refused']}, accepted {report['bad_accepted']}, "
+              f"dropped with a killed worker {report['bad_unanswered']}; transitions {report['transitions']}, records audited "
               f"{report['records_audited']} ({report['records_excused']} lost with a wiped Redis, excused); "
               f"lost {report['lost']}, duplicated {report['duplicated']}, wrong {report['wrong']}, "
               f"held back {report['held_back']}, flusher exits {len(report['flusher_exits'])}")
