@@ -15,7 +15,12 @@ cache's rules, including the order in which they are checked:
    like any other scrape;
 4. rows sharing a key are merged; present markets are stored and cleared if
    they were unavailable; only a complete (or confirmed-empty) scrape stamps
-   the missing ones, each once.
+   the missing ones, each once;
+5. quarantine: a bad market whose key can be read is *held* -- present (never
+   stamped, cleared if it was unavailable) with its stored market kept, and
+   nothing at all when none is stored; a market whose key cannot be read makes
+   the scrape partial (nothing stamped). A scrape whose every market was
+   rejected unreadable is still applied (partial, no market): the clock moves.
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ from availability.model import (
     CachedMarket,
     CachedSnapshot,
     MarketKey,
-    coerce_market,
     decode_market,
     encode_market,
     key_sort_order,
     merge_markets,
+    screen_markets,
     to_utc,
 )
 
@@ -54,6 +59,8 @@ class Expected:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    rejected: int = 0  # markets quarantined
+    partial: bool = False  # applied without stamping
 
 
 def outcome_of(outcome: ScrapeOutcome) -> Expected:
@@ -65,6 +72,8 @@ def outcome_of(outcome: ScrapeOutcome) -> Expected:
         outcome.new,
         outcome.changed,
         outcome.unchanged,
+        len(outcome.rejected),
+        outcome.partial,
     )
 
 
@@ -104,13 +113,16 @@ class ReferenceCache:
         bookmaker = validate_bookmaker(scrape.bookmaker)
         at = to_utc(scrape.scraped_at, "scraped_at")
         where = f"event {event_id} at {bookmaker}"
-        markets = [coerce_market(m, f"{where}: markets[{i}]") for i, m in enumerate(scrape.markets)]
-        if scrape.confirmed_empty and markets:
-            raise InvalidScrape(f"confirmed_empty: True but {len(markets)} markets were given for {where}")
-        if not markets and not (scrape.confirmed_empty and scrape.complete):
+        screened = screen_markets(scrape.markets, where)
+        if scrape.confirmed_empty and screened.rows:
+            raise InvalidScrape(f"confirmed_empty: True but {screened.rows} markets were given for {where}")
+        if not screened.rows and not (scrape.confirmed_empty and scrape.complete):
             return Expected(IGNORED_EMPTY)
-        return self._apply(event_id, bookmaker, at, markets, complete=scrape.complete, removed=False,
-                           expires_at=scrape.expires_at)
+        complete = scrape.complete and not screened.key_unreadable and (
+            not screened.rows or bool(screened.markets or screened.held))
+        return self._apply(event_id, bookmaker, at, list(screened.markets.values()), complete=complete,
+                           removed=False, expires_at=scrape.expires_at, held=screened.held,
+                           rejected=screened.rejected)
 
     def mark_event_removed(self, event_id: int, bookmaker: str, at: datetime) -> Expected:
         """Mirror :meth:`MarketCache.mark_event_removed`."""
@@ -127,15 +139,17 @@ class ReferenceCache:
         complete: bool,
         removed: bool,
         expires_at: datetime | None = None,
+        held: tuple[MarketKey, ...] = (),
+        rejected: tuple = (),
     ) -> Expected:
         state = self.states.get((event_id, bookmaker))
         merged = merge_markets(markets)
         identity = (removed, complete, expires_at,
-                    tuple((key, encode_market(m)) for key, m in merged.items()))
+                    tuple((key, encode_market(m)) for key, m in merged.items()), held, rejected)
         if state is not None and state.last_scraped_at is not None and at <= state.last_scraped_at:
             if at == state.last_scraped_at and identity == state.last_identity and state.last_result:
                 return dataclasses.replace(state.last_result, status=DUPLICATE)
-            return Expected(STALE)
+            return Expected(STALE, rejected=len(rejected))
         if state is None:
             state = self.states[(event_id, bookmaker)] = RefState()
 
@@ -153,10 +167,19 @@ class ReferenceCache:
             if old is not None and old.unavailable_at is not None:
                 became_available.append(key)
             state.markets[key] = _canonical(market, None)
+        kept: list[CachedMarket] = []  # held markets with a stored market: present as stored
+        for key in held:
+            old = state.markets.get(key)
+            if old is None:
+                continue  # no row out of nothing
+            if old.unavailable_at is not None:
+                became_available.append(key)
+            state.markets[key] = dataclasses.replace(old, unavailable_at=None)
+            kept.append(old)
 
         became_unavailable: list[MarketKey] = []
         if complete:
-            stamped, cleared, _ = detect_availability_changes(previous, merged.values(), at)
+            stamped, cleared, _ = detect_availability_changes(previous, [*merged.values(), *kept], at)
             # detection and the loop above must agree on what returned
             assert _sorted(m.key for m in cleared) == _sorted(became_available)
             for market in stamped:
@@ -166,12 +189,13 @@ class ReferenceCache:
         state.last_scraped_at = at
         if new or changed:
             state.captured_at = at
-        if merged:
+        if merged or held:
             state.last_confirmed_at = at
             state.removed_at = None  # listed again
         if removed and state.removed_at is None:
             state.removed_at = at  # the first time it was seen gone
-        result = Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
+        result = Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged,
+                          len(rejected), not complete)
         state.last_identity, state.last_result = identity, result
         return result
 
