@@ -68,6 +68,7 @@ from tenacity import (
 from availability import metrics
 from availability.db.convert import HOME_BOOKMAKER
 from availability.db import fence
+from availability.db import rejections
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
 from availability.logs import redact_url
@@ -109,6 +110,7 @@ class FlushStats:
     dead_letters: int = 0
     retries: int = 0  # attempts failed on an unreachable server
     claimed: int = 0  # records claimed from idle consumers
+    rejections: int = 0  # market_rejections rows inserted or advanced
 
     def add(self, other: "FlushStats") -> None:
         for f in fields(self):
@@ -183,6 +185,7 @@ class BatchRows:
     present: dict[MarketRowKey, datetime] = field(default_factory=dict)  # rows a scrape only confirmed
     history: set[tuple] = field(default_factory=set)
     snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
+    rejections: set[rejections.RejectionRow] = field(default_factory=set)  # market_rejections rows
 
     @property
     def snapshot_keys(self) -> list[tuple[int, str]]:
@@ -196,6 +199,7 @@ class _RecordRows:
     record: ChangeRecord
     markets: tuple[tuple[MarketRowKey, tuple, bool, bool, bool], ...]  # key, values, odds_changed, present, unavailable
     present: tuple[MarketRowKey, ...]
+    rejections: tuple[rejections.RejectionRow, ...] = ()
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN: a bad record, not bad SQL
@@ -234,7 +238,7 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
         unavailable = change.became_unavailable
         markets.append((key, values, change.odds_changed, not unavailable, unavailable))
     present = tuple((source, event_id, k.betpawa_market_id, k.line) for k in record.present)
-    return _RecordRows(record, tuple(markets), present)
+    return _RecordRows(record, tuple(markets), present, rejections.rejection_rows(record))
 
 
 def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
@@ -265,6 +269,7 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
         for key in rr.present:
             if key not in rows.present or rows.present[key] < at:
                 rows.present[key] = at
+        rows.rejections.update(rr.rejections)
         for market_key, transition in record.transitions:
             rows.history.add(
                 (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)
@@ -441,6 +446,9 @@ def _statements(rows: BatchRows) -> list[tuple[str, str, list]]:
     ]
     if snaps:
         out.append(("availability_snapshots", _SNAPSHOT_SQL, _columns(snaps)))
+    if rows.rejections:
+        out.append(("market_rejections", rejections.UPSERT_SQL,
+                    _columns(sorted(rows.rejections, key=rejections.sort_key))))
     return out
 
 
@@ -799,6 +807,7 @@ class Flusher:
         self.stats.confirmed += totals.confirmed
         self.stats.transitions += totals.transitions
         self.stats.snapshots += totals.snapshots
+        self.stats.rejections += totals.rejections
         metrics.RECORDS.labels("flushed").inc(written)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.LAG_SECONDS.set(lag_ms / 1000)
@@ -961,8 +970,11 @@ class Flusher:
                 elif label == "availability_snapshots":
                     written.snapshots += count
                     metrics.ROWS.labels(label).inc(count)
+                elif label == "market_rejections":
+                    written.rejections += count
         metrics.CONFIRMED.inc(written.confirmed)
         metrics.TRANSITIONS.inc(written.transitions)
+        metrics.REJECTIONS.inc(written.rejections)
         return written
 
     # ------------------------------------------------------------ acknowledging
@@ -1095,9 +1107,11 @@ class _Written:
     confirmed: int = 0
     transitions: int = 0
     snapshots: int = 0
+    rejections: int = 0
 
     def add(self, other: "_Written") -> None:
         self.rows += other.rows
         self.confirmed += other.confirmed
         self.transitions += other.transitions
         self.snapshots += other.snapshots
+        self.rejections += other.rejections

@@ -28,12 +28,12 @@ from availability.errors import ConfigurationError
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0003"
+HEAD = "0004"
 
 MARKET_TABLES = ("market_odds", "competitor_market_odds")
 ALL_TABLES = {
     "market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots",
-    "availability_fences",
+    "availability_fences", "market_rejections",
 }
 
 
@@ -222,6 +222,29 @@ def test_fence_table_comes_and_goes_with_revision_0003(empty_database_url):
     assert not _columns(url, "availability_fences")
     with _connect(url) as conn:
         assert conn.execute("SELECT to_regclass('availability_fences')").fetchone() == (None,)
+    migrate.upgrade(url, "head")
+    migrate.check(url)
+
+
+def test_rejections_table_comes_and_goes_with_revision_0004(empty_database_url):
+    url = empty_database_url
+    migrate.upgrade(url, "head")
+    assert set(_columns(url, "market_rejections")) >= {
+        "event_id", "bookmaker", "betpawa_market_id", "line", "field", "reason", "value", "message",
+        "first_rejected_at", "last_rejected_at", "times"}
+    insert = ("INSERT INTO market_rejections (event_id, bookmaker, betpawa_market_id, line, field, reason, "
+              "first_rejected_at, last_rejected_at) VALUES (1, 'betpawa', %s, %s, 'line', 'invalid_key', now(), now())")
+    with _connect(url) as conn:
+        conn.execute(insert, (None, None))
+        conn.execute(insert, ("18", 0.0))  # a NULL line and 0.0 are different markets
+        assert conn.execute("SELECT times FROM market_rejections ORDER BY id").fetchall() == [(1,), (1,)]
+        with pytest.raises(psycopg.errors.UniqueViolation):  # NULLS NOT DISTINCT: the unreadable key once
+            conn.execute(insert, (None, None))
+    migrate.downgrade(url, "0003")
+    assert migrate.current(url) == "0003"
+    with _connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('market_rejections')").fetchone() == (None,)
+    assert _columns(url, "availability_fences")  # 0003 stays
     migrate.upgrade(url, "head")
     migrate.check(url)
 
@@ -505,11 +528,11 @@ def _with_password(url: str) -> tuple[str, str]:
 def test_alembic_command_line_from_the_repository_root(empty_database_url):
     url, secret = _with_password(libpq_url(empty_database_url))
     steps = [
-        (["upgrade", "head"], "Running upgrade 0002 -> 0003"),
+        (["upgrade", "head"], "Running upgrade 0003 -> 0004"),
         (["check"], "No new upgrade operations detected"),
-        (["downgrade", "-1"], "Running downgrade 0003 -> 0002"),
-        (["current"], "0002"),
-        (["upgrade", "head"], "Running upgrade 0002 -> 0003"),
+        (["downgrade", "-1"], "Running downgrade 0004 -> 0003"),
+        (["current"], "0003"),
+        (["upgrade", "head"], "Running upgrade 0003 -> 0004"),
         (["check"], "No new upgrade operations detected"),
     ]
     for args, expected in steps:
