@@ -17,7 +17,7 @@ from availability.errors import (
     InvalidScrape,
     KeyCollision,
 )
-from availability.model import CachedMarket, CachedSnapshot, MarketKey, market_key
+from availability.model import CachedMarket, CachedSnapshot, MarketKey, RejectedMarket, market_key
 
 __all__ = [
     "AvailabilityError",
@@ -32,6 +32,7 @@ __all__ = [
     "KeyCollision",
     "MarketCache",
     "MarketKey",
+    "RejectedMarket",
     "Scrape",
     "ScrapeOutcome",
     "ScrapeResult",
