@@ -414,7 +414,10 @@ def coerce_market(raw: Any, where: str = "market") -> CachedMarket:
     ``None``, empty or blank ``betpawa_market_name``, stored as ``""`` and
     counted in :data:`coercion_counts` (``"empty_market_name"``).
 
-    Raises :class:`InvalidScrape` naming the market, the field and the value.
+    Raises :class:`InvalidScrape` naming the market, the field and the value;
+    the error also carries them as ``field``, ``value`` (:func:`shown` text),
+    ``reason`` and ``key`` (``None`` when the key itself could not be read),
+    which :class:`RejectedMarket` reports under quarantine.
     """
     if isinstance(raw, Mapping):
         get = raw.get

@@ -151,6 +151,9 @@ async def test_one_hostile_market_among_170_good_ones_at_each_bookmaker(cache, f
     {"market_groups": ["main", "goals\x00"]},
 ], ids=["market_name", "outcome_name", "handicap_type", "market_groups"])
 async def test_a_nul_in_one_market_never_keeps_the_good_markets_from_postgresql(cache, flusher, database_url, bad):
+    """Issue 8 defect 4: text PostgreSQL cannot store used to pass validation and send the
+    whole record, good markets included, to the dead-letter stream. Validation refuses it
+    now, and only that market: the good ones of the scrape arrive in PostgreSQL."""
     good = [market("1"), market("18", 2.5), market("18", 3.5)]
     outcome = await cache.apply_scrape(EVENT, "betpawa", [*good, market("29", 1.5, **bad)], at(0))
     assert outcome.applied and outcome.new == 3
