@@ -132,19 +132,22 @@ def check_text(value: str, field_name: str, max_length: int, error: type[Excepti
     (``field_name`` in the message, ``field`` -- default the same -- as the
     error's ``field``; its ``reason`` is ``invalid_text``, or ``invalid_key``
     for an :class:`InvalidMarketKey`)."""
-    reason = "invalid_key" if issubclass(error, InvalidMarketKey) else "invalid_text"
     if len(value) > max_length:
         raise _error(error, f"{field_name}: expected at most {max_length} characters, got {len(value)}: {shown(value)}",
-                     field or field_name, value, reason)
+                     field or field_name, value, _text_reason(error))
     bad = _FORBIDDEN_CHARS.search(value)
     if bad is not None:
         kind = "lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "control character"
         raise _error(
             error,
             f"{field_name}: {kind} {bad.group()!r} at position {bad.start()} is not allowed, got {shown(value)}",
-            field or field_name, value, reason,
+            field or field_name, value, _text_reason(error),
         )
     return value
+
+
+def _text_reason(error: type[Exception]) -> str:
+    return "invalid_key" if issubclass(error, InvalidMarketKey) else "invalid_text"
 
 
 def normalize_market_id(value: Any) -> str:

@@ -289,3 +289,16 @@ async def test_prune_deletes_the_rows_not_seen_for_n_days(cache, flusher, databa
     assert "deleted 1 market_rejections rows" in result.output and rejections(database_url) == []
     with pytest.raises(ValueError, match="days"):
         prune_rejections(database_url, -1)
+
+
+def test_a_record_written_by_older_code_decodes_with_no_rejections():
+    from availability.model import key_to_field, to_micros
+    from availability.records import decode_record
+
+    payload = encode_market(coerce_market(market("1")))
+    old = {b"v": b"2", b"kind": b"scrape", b"event": b"7", b"bookmaker": b"betpawa",
+           b"scraped_at": str(to_micros(T0)).encode(), b"completeness": b"complete",
+           b"present": msgpack.packb([key_to_field(MarketKey("1", None))]),
+           b"markets": msgpack.packb([b"1@_", payload, b"n"])}
+    record = decode_record(b"1-0", old)
+    assert record.rejected == () and [c.key for c in record.changes] == [MarketKey("1", None)]
