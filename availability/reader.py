@@ -466,7 +466,7 @@ class AvailabilityReader:
 
     async def _postgres_sides(self, event_id: int) -> dict[str, tuple[_Side, dict[MarketKey, datetime]]]:
         """Per bookmaker, the side and each market's ``captured_at`` (odds last changed)."""
-        from availability.warm import load_snapshots
+        from availability.storage import load_snapshots
 
         conn = await self._connection()
         out: dict[str, tuple[_Side, dict[MarketKey, datetime]]] = {}
