@@ -440,7 +440,7 @@ class AvailabilityReader:
         bookmakers = list(dict.fromkeys([*self.bookmakers, *found]))
         keys = cache.keys
         replies: list[Any] = []
-        if cache.client.__class__.__name__ == "RedisCluster":
+        if cache.is_cluster:
             for b in bookmakers:
                 replies += [await cache.client.hgetall(keys.meta(event_id, b)),
                             await cache.client.hgetall(keys.markets(event_id, b)),

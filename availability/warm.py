@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Iterable
 
 import psycopg
@@ -35,15 +34,15 @@ import structlog
 
 from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
-from availability.storage import PgSnapshot, bump_generation, load_snapshots
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.model import encode_market, format_ts, key_to_field, market_key
+from availability.redis_adapter import Script
+from availability.storage import PgSnapshot, bump_generation, load_snapshots
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
 
 log = structlog.get_logger("availability.warm")
 
-_SCRIPT = resources.files("availability").joinpath("lua", "warm_snapshot.lua").read_text()
 _PIPELINE = 100  # snapshots per round trip
 
 
@@ -100,20 +99,16 @@ async def warm(
     started = time.perf_counter()
     stats = WarmStats()
     await cache.ensure_config()
-    script = cache.client.register_script(_SCRIPT)
-    is_cluster = cache.client.__class__.__name__ == "RedisCluster"
+    script = Script(cache.client, "warm_snapshot.lua")
 
     async def send(batch: list[PgSnapshot]) -> None:
         bad: list[tuple[int, str, str]] = []
         calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s, bad), s) for s in batch]
         stats.undecodable += len(bad)
-        if is_cluster:
-            replies = [await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a) for k, a, _ in calls]
-        else:
-            pipe = cache.client.pipeline(transaction=False)
-            for k, a, _ in calls:
-                await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a, client=pipe)
-            replies = await pipe.execute()
+        replies = await script.many([([k.markets, k.unavailable, k.meta, k.snapshots], a) for k, a, _ in calls])
+        refused = [r for r in replies if isinstance(r, Exception)]
+        if refused:  # the script refused a snapshot
+            raise refused[0]
         for reply in replies:
             status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
             if status == "warmed":
