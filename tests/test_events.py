@@ -12,10 +12,10 @@ import pytest
 from psycopg.rows import dict_row
 from redis.exceptions import ResponseError
 
-from availability.cache import REDELIVERY_FIELDS, MarketCache, Scrape
+from availability.cache import MarketCache, Scrape
 from availability.errors import InvalidScrape
 from availability.flusher import Flusher
-from availability.keys import KeySchema, validate_event_id
+from availability.keys import KeySchema, REDELIVERY_FIELDS, validate_event_id
 from availability.model import CachedMarket, CachedSnapshot, MarketKey, format_ts
 from availability.records import decode_record
 from availability.verify import verify
@@ -102,7 +102,7 @@ async def lua_apply(cache: MarketCache, event_text: str) -> object:
     keys = cache.keys.snapshot(-5, "sportybet").as_list()
     args = ["scrape", event_text, "sportybet", "1", format_ts(T0), "partial", "0", b"\x90", "digest", b"", "0"]
     try:
-        return await cache.client.evalsha(await cache._sha1(), len(keys), *keys, *args)
+        return await cache.client.evalsha(await cache.script.load(), len(keys), *keys, *args)
     except ResponseError as exc:  # the script's error reply
         return exc
 
