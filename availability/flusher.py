@@ -68,6 +68,7 @@ from tenacity import (
 from availability import metrics
 from availability.db.convert import HOME_BOOKMAKER
 from availability.db import fence
+from availability import retention
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
 from availability.logs import redact_url
@@ -173,6 +174,7 @@ class _SnapshotRow:
     captured_at: datetime | None
     last_confirmed_at: datetime | None
     removed_at: datetime | None
+    kickoff: datetime | None = None  # of the newest record that carries one
 
 
 @dataclass
@@ -285,6 +287,8 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
                 snap.removed_at = None
             if record.kind == "removed" and snap.removed_at is None:
                 snap.removed_at = record.scraped_at
+            if record.kickoff is not None:
+                snap.kickoff = record.kickoff
         rows.snapshots[(event_id, bookmaker)] = snap
     return rows
 
@@ -367,8 +371,10 @@ ON CONFLICT DO NOTHING
 # removed_at: the first removal after the newest scrape that saw markets (apply_scrape.lua
 # keeps the first one with HSETNX and clears it when a scrape lists markets again).
 _SNAPSHOT_SQL = """
-INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])
+INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at,
+                                         kickoff)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[],
+                     %b::timestamptz[])
 ON CONFLICT (event_id, bookmaker) DO UPDATE SET
     last_scraped_at = GREATEST(t.last_scraped_at, excluded.last_scraped_at),
     captured_at = GREATEST(t.captured_at, excluded.captured_at),
@@ -377,6 +383,9 @@ ON CONFLICT (event_id, bookmaker) DO UPDATE SET
         SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)
         WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity')
     ),
+    -- the kickoff of the newest scrape that gave one (revision 0005)
+    kickoff = CASE WHEN excluded.kickoff IS NOT NULL AND excluded.last_scraped_at >= t.last_scraped_at
+                   THEN excluded.kickoff ELSE COALESCE(t.kickoff, excluded.kickoff) END,
     updated_at = now()
 """
 
@@ -436,7 +445,7 @@ def _statements(rows: BatchRows) -> list[tuple[str, str, list]]:
         history = sorted(rows.history, key=lambda h: (h[0], h[1], h[2], h[3] is not None, h[3] or 0.0, h[5], h[4]))
         out.append(("history", _HISTORY_SQL, _columns(history)))
     snaps = [
-        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at)
+        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at, s.kickoff)
         for s in (rows.snapshots[k] for k in rows.snapshot_keys)
     ]
     if snaps:
@@ -945,6 +954,12 @@ class Flusher:
                             f"warm-up generation is {current[0] if current else None}, the batch was read "
                             f"under {generation}"
                         )
+                    # events `availability prune` removed stay removed (see availability.retention)
+                    pruned = await retention.pruned_among(conn, (e for e, _ in rows.snapshots))
+                    if pruned:
+                        statements = _statements(retention.without_events(rows, pruned))
+                        written.pruned_events += len(pruned)
+                        self._log.info("flusher.pruned_events_skipped", events=sorted(pruned))
                     for label, sql, params in statements:
                         cur = conn.cursor()
                         await cur.execute(sql, params)
@@ -1095,6 +1110,7 @@ class _Written:
     confirmed: int = 0
     transitions: int = 0
     snapshots: int = 0
+    pruned_events: int = 0  # events of the batch left out: a prune removed them
 
     def add(self, other: "_Written") -> None:
         self.rows += other.rows

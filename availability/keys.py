@@ -12,6 +12,7 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
     {av:2}:ev:1234:betpawa:unavailable  hash  field "18@2.5" -> "2026-11-28T12:00:00.000000Z"
     {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, counts
     {av:2}:snapshots                    zset  "1234:betpawa", score 0 (a lexical index of the shard)
+    {av:2}:alerts                       zset  "1234:betpawa" while it has unavailable markets, score its kickoff (µs)
     {av:2}:changes                      stream, one record per applied scrape (read by the flushers)
     {av:2}:dead                         stream, records the flusher could never write
     {av:2}:ready                        string, set by warm-up: the shard's cache is not cold
@@ -80,10 +81,11 @@ class SnapshotKeys:
     snapshots: str
     changes: str
     ready: str
+    alerts: str
 
     def as_list(self) -> list[str]:
         """KEYS for the apply script, in the order its header documents."""
-        return [self.markets, self.unavailable, self.meta, self.snapshots, self.changes, self.ready]
+        return [self.markets, self.unavailable, self.meta, self.snapshots, self.changes, self.ready, self.alerts]
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,10 @@ class KeySchema:
     def ready(self, shard: int) -> str:
         return f"{self.tag(shard)}:ready"
 
+    def alerts(self, shard: int) -> str:
+        """Snapshots with unavailable markets, scored by kickoff (kept by apply_scrape.lua)."""
+        return f"{self.tag(shard)}:alerts"
+
     # -- per (event, bookmaker)
     def _base(self, event_id: int, bookmaker: str) -> str:
         return f"{self.tag(self.shard_of(event_id))}:ev:{event_id}:{bookmaker}"
@@ -144,6 +150,7 @@ class KeySchema:
             snapshots=self.snapshots(shard),
             changes=self.changes(shard),
             ready=self.ready(shard),
+            alerts=self.alerts(shard),
         )
 
     @staticmethod

@@ -38,6 +38,7 @@ from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.db import fence
+from availability.retention import cutoff
 from availability.model import encode_market, format_ts, key_to_field, market_key, to_micros
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
@@ -70,6 +71,7 @@ class PgSnapshot:
     last_confirmed_at: datetime | None
     removed_at: datetime | None
     rows: list[dict[str, Any]]
+    kickoff: datetime | None = None
 
     def meta(self) -> dict[str, str]:
         """The meta hash as ``apply_scrape.lua`` writes it."""
@@ -91,11 +93,13 @@ class PgSnapshot:
             meta["last_confirmed_at"] = format_ts(confirmed)
         if self.removed_at is not None:
             meta["removed_at"] = format_ts(self.removed_at)
+        if self.kickoff is not None:
+            meta["kickoff_us"] = str(to_micros(self.kickoff))
         return meta
 
 
 _SNAPSHOTS_SQL = """
-SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at
+SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at, kickoff
 FROM availability_snapshots {where}
 """
 _MARKETS_SQL = """
@@ -118,14 +122,25 @@ async def load_snapshots(
     event_ids: Iterable[int] | None = None,
     *,
     home_bookmaker: str = HOME_BOOKMAKER,
+    past_retention: datetime | None = None,
 ) -> AsyncIterator[PgSnapshot]:
     """Every snapshot PostgreSQL holds (or those of ``event_ids``), in
-    ``(event_id, bookmaker)`` order, each with its market rows."""
+    ``(event_id, bookmaker)`` order, each with its market rows.
+
+    ``past_retention``: leave out events whose kickoff is before it (see
+    :mod:`availability.retention`; events without a kickoff are kept)."""
     params: dict[str, Any] = {"home": home_bookmaker}
-    where = ""
+    conditions = []
     if event_ids is not None:
         params["events"] = sorted(set(event_ids))
-        where = "WHERE event_id = ANY(%(events)s::bigint[])"
+        conditions.append("event_id = ANY(%(events)s::bigint[])")
+    if past_retention is not None:
+        params["cutoff"] = past_retention
+        conditions.append(
+            "event_id NOT IN (SELECT event_id FROM availability_snapshots WHERE kickoff IS NOT NULL"
+            " GROUP BY event_id HAVING max(kickoff) < %(cutoff)s)"
+        )
+    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
         heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
@@ -133,7 +148,7 @@ async def load_snapshots(
     def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
         head = heads.pop(key, None) or {}
         return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
-                          head.get("last_confirmed_at"), head.get("removed_at"), rows)
+                          head.get("last_confirmed_at"), head.get("removed_at"), rows, head.get("kickoff"))
 
     # a server-side cursor: the market tables are streamed, not loaded whole
     async with conn.transaction():
@@ -185,8 +200,14 @@ async def warm(
     *,
     home_bookmaker: str = HOME_BOOKMAKER,
     event_ids: Iterable[int] | None = None,
+    retention: Any = None,
+    now: datetime | None = None,
 ) -> WarmStats:
     """Reload the cache from PostgreSQL, then mark every shard ready.
+
+    ``retention`` (a duration: ``"14d"``, a timedelta): load only events not
+    past it (``availability warm`` passes the configured retention unless
+    ``--all``); ``None`` loads everything.
 
     Safe to run while workers run (they are refused as ``cold`` until the end)
     and safe to run twice: a snapshot Redis already holds at the same or a
@@ -204,11 +225,12 @@ async def warm(
         calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s, bad), s) for s in batch]
         stats.undecodable += len(bad)
         if is_cluster:
-            replies = [await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a) for k, a, _ in calls]
+            replies = [await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots, k.alerts], args=a)
+                       for k, a, _ in calls]
         else:
             pipe = cache.client.pipeline(transaction=False)
             for k, a, _ in calls:
-                await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a, client=pipe)
+                await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots, k.alerts], args=a, client=pipe)
             replies = await pipe.execute()
         for reply in replies:
             status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
@@ -227,7 +249,8 @@ async def warm(
             stats.generation = int((await cur.fetchone())[0])  # type: ignore[index]
             await conn.commit()
             batch: list[PgSnapshot] = []
-            async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker):
+            past = None if retention is None else cutoff(retention, now)
+            async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker, past_retention=past):
                 batch.append(snap)
                 if len(batch) >= _PIPELINE:
                     await send(batch)

@@ -543,7 +543,7 @@ def documented_keys() -> list[tuple[str, str]]:
 
 async def test_key_names_match_the_documented_schema(redis_client, key_prefix):
     documented = documented_keys()
-    assert len(documented) == 8
+    assert len(documented) == 9
     cache = MarketCache(redis_client, prefix=key_prefix, shards=16)  # the docstring's deployment
     await cache.mark_ready()
     await cache.apply_scrape(1234, "betpawa", [ONE_X_TWO, mk("18", 2.5)], at(0))
@@ -770,8 +770,8 @@ async def test_script_rejects_bad_argv_and_writes_nothing(cache, redis_client, k
         with pytest.raises(ResponseError, match="availability: ") as info:
             await redis_client.evalsha(sha, len(keys), *keys, *argv)
         assert await dump(redis_client, key_prefix) == before, f"{name} wrote something: {info.value}"
-    with pytest.raises(ResponseError, match="expected 6 keys"):
-        await redis_client.evalsha(sha, 5, *keys[:5], *good)
+    with pytest.raises(ResponseError, match="expected 7 keys"):
+        await redis_client.evalsha(sha, 6, *keys[:6], *good)
     assert await dump(redis_client, key_prefix) == before
 
     # the good call from which every bad one was derived does apply
