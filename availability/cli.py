@@ -625,6 +625,32 @@ async def _reader(app: App, *, redis: bool, postgres: bool, bookmakers: tuple[st
 
 
 @cli.command()
+@click.option("--source", type=click.Choice(["redis", "postgres"]), default="redis", show_default=True,
+              help="Read the cache's alerts index, or PostgreSQL's partial indexes (the same answer once flushed).")
+@click.option("--bookmaker", metavar="B", help="Only events with unavailable markets at this bookmaker.")
+@click.option("--all", "all_events", is_flag=True, help="Also events whose kickoff has passed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the count and the events as JSON.")
+@pass_app
+def alerts(app: App, source: str, bookmaker: str | None, all_events: bool, as_json: bool) -> None:
+    """List the events with unavailable markets: upcoming ones (kickoff not passed, or not known) unless --all."""
+    if bookmaker is not None:
+        _bookmaker_options((bookmaker,))
+
+    async def main() -> Any:
+        async with _reader(app, redis=source == "redis", postgres=source == "postgres") as reader:
+            return await reader.events_with_unavailable(bookmaker, not all_events, source=source)
+
+    found = app.run(main)
+    if as_json:
+        _echo_json({"count": len(found), "upcoming_only": not all_events, "source": source,
+                    "events": [a.as_dict() for a in found]})
+    else:
+        from availability.alerts import render_alerts
+
+        render_alerts(found, _stdout_console(), source=source, upcoming_only=not all_events)
+
+
+@cli.command()
 @click.argument("event", type=click.IntRange(1))
 @click.option("--source", type=click.Choice(["redis", "postgres"]), default="redis", show_default=True,
               help="Read the cache, or the PostgreSQL tables (the same answer once the flushers caught up).")
