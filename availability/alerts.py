@@ -96,13 +96,33 @@ async def redis_alerts(
         for s in shards:
             pipe.zrangebyscore(keys.alerts(s), low, "+inf", withscores=True)
         replies = await pipe.execute()
+    wanted = bookmaker.encode() if bookmaker is not None else None
+    if upcoming_only:  # the common case: group the raw members, one datetime per event
+        by_event: dict[int, tuple[list[str], float]] = {}
+        for members in replies:
+            for member, score in members:
+                event, _, bm = member.partition(b":")
+                if wanted is not None and bm != wanted:
+                    continue
+                e = int(event)
+                entry = by_event.get(e)
+                if entry is None:
+                    by_event[e] = ([bm.decode()], score)
+                else:
+                    entry[0].append(bm.decode())
+                    if not math.isinf(score) and (math.isinf(entry[1]) or score > entry[1]):
+                        by_event[e] = (entry[0], score)
+        far = datetime.max.replace(tzinfo=timezone.utc)
+        alerts = [EventAlert(e, tuple(sorted(bms)), None if math.isinf(k) else from_micros(int(k)))
+                  for e, (bms, k) in by_event.items()]
+        return sorted(alerts, key=lambda a: (a.kickoff or far, a.event_id))
     found: list[tuple[int, str, datetime | None]] = []
     for members in replies:
         for member, score in members:
             event_id, bm = keys.parse_snapshot_member(member)
             if bookmaker is None or bm == bookmaker:
                 found.append((event_id, bm, None if math.isinf(score) else from_micros(int(score))))
-    if not upcoming_only and found:
+    if found:
         found = await _alive(cache, found)
     return _group(found)
 
