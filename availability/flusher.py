@@ -68,7 +68,7 @@ from tenacity import (
 from availability import metrics
 from availability.db.convert import HOME_BOOKMAKER
 from availability.db import fence
-from availability import retention
+from availability import retention, subscribe
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
 from availability.logs import redact_url
@@ -1082,11 +1082,17 @@ class Flusher:
     async def trim(self) -> int:
         """Trim every shard stream below the oldest entry some group still needs
         (its oldest pending entry, or the entry after its last delivered one).
-        Streams without a group are left alone. Also refreshes the gauges."""
+        Streams without a group are left alone. A registered subscriber group more
+        than its max_lag behind is reported and no longer waited for
+        (:func:`availability.subscribe.holds_trimming`). Also refreshes the gauges."""
         trimmed = 0
+        registered = await subscribe.registered_groups(self.client, self.keys)
         for stream in self._streams:
             floor: tuple[int, int] | None = None
+            length = int(await self.client.xlen(stream)) if registered else 0
             for group in await self._groups(stream):
+                if registered and not subscribe.holds_trimming(group, registered, self._streams[stream], length):
+                    continue
                 ms, seq = _id_tuple(group["last-delivered-id"])
                 low = (ms, seq + 1)
                 if int(group.get("pending") or 0):

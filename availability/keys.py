@@ -17,6 +17,7 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
     {av:2}:dead                         stream, records the flusher could never write
     {av:2}:ready                        string, set by warm-up: the shard's cache is not cold
     av:config                           hash  shards, schema (stored format, keys.SCHEMA_VERSION)
+    av:subscribers                      hash  registered subscriber group -> max_lag (availability.subscribe)
 
 A market field is ``<betpawa_market_id>@<line>``: ``1@_`` is a market without
 a line (1X2), ``18@0.0`` a handicap of zero, ``18@2.5`` Over/Under 2.5.
@@ -169,6 +170,10 @@ class KeySchema:
     # -- deployment-wide
     def config(self) -> str:
         return f"{self.prefix}:config"
+
+    def subscribers(self) -> str:
+        """Registered subscriber groups (group -> max_lag): the flushers' trimming waits for them."""
+        return f"{self.prefix}:subscribers"
 
     def scan_pattern(self) -> str:
         """Matches every per-shard key of this deployment (``redis-cli --scan --pattern``)."""
