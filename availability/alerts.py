@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -55,6 +55,9 @@ class EventAlert:
             "kickoff": format_ts(self.kickoff) if self.kickoff else None,
             "bookmakers": list(self.bookmakers),
         }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -113,7 +116,7 @@ async def redis_alerts(
                     if not math.isinf(score) and (math.isinf(entry[1]) or score > entry[1]):
                         by_event[e] = (entry[0], score)
         far = datetime.max.replace(tzinfo=timezone.utc)
-        alerts = [EventAlert(e, tuple(sorted(bms)), None if math.isinf(k) else from_micros(int(k)))
+        alerts = [EventAlert(e, tuple(sorted(bms)), None if math.isinf(k) else _EPOCH + timedelta(microseconds=k))
                   for e, (bms, k) in by_event.items()]
         return sorted(alerts, key=lambda a: (a.kickoff or far, a.event_id))
     found: list[tuple[int, str, datetime | None]] = []
@@ -150,8 +153,26 @@ async def count_events_with_unavailable(
     cache: Any, bookmaker: str | None = None, upcoming_only: bool = True, *, now: datetime | None = None
 ) -> int:
     """The app's "N events with unavailable markets", from Redis: what a report
-    (the demo's) can call with the :class:`~availability.cache.MarketCache` it has."""
-    return len(await redis_alerts(cache, bookmaker, upcoming_only, now=now))
+    (the demo's) can call with the :class:`~availability.cache.MarketCache` it has.
+
+    Upcoming only, it counts the index members without their scores (no
+    per-event objects); otherwise it is ``len(redis_alerts(...))``."""
+    if not upcoming_only:
+        return len(await redis_alerts(cache, bookmaker, upcoming_only, now=now))
+    if bookmaker is not None:
+        validate_bookmaker(bookmaker)
+    keys, client = cache.keys, cache.client
+    low = f"({to_micros(_now(now))}"
+    if client.__class__.__name__ == "RedisCluster":
+        replies = [await client.zrangebyscore(keys.alerts(s), low, "+inf") for s in keys.all_shards()]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for s in keys.all_shards():
+            pipe.zrangebyscore(keys.alerts(s), low, "+inf")
+        replies = await pipe.execute()
+    suffix = b":" + bookmaker.encode() if bookmaker is not None else None
+    return len({m.partition(b":")[0] for members in replies for m in members
+                if suffix is None or m.endswith(suffix)})
 
 
 # The partial indexes give the (event, bookmaker) pairs with an unavailable market;

@@ -513,6 +513,10 @@ class AvailabilityReader:
     ) -> int:
         """How many events :meth:`events_with_unavailable` lists: the app's
         "N events with unavailable markets" (also what the demo report can show)."""
+        if _source(source) == "redis" and self.cache is not None:
+            from availability.alerts import count_events_with_unavailable
+
+            return await count_events_with_unavailable(self.cache, bookmaker, upcoming_only, now=now)
         return len(await self.events_with_unavailable(bookmaker, upcoming_only, source=source, now=now))
 
     # ------------------------------------------------------------ history

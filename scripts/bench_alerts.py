@@ -10,6 +10,8 @@ None of that is timed. Then, ``--repeat`` times each, in turn:
 
 * Redis, index: ``availability.alerts.redis_alerts`` -- one ``ZRANGEBYSCORE``
   per shard on the ``alerts`` sorted sets (16 shards, one pipeline);
+* Redis, index, count only: ``count_events_with_unavailable`` (the app's
+  "N events" badge: members without scores, no per-event objects);
 * Redis, full scan (baseline): every snapshot of every shard (``ZRANGE``
   of the ``snapshots`` index, then ``HMGET meta unavailable kickoff_us`` for
   each, pipelined) and the same filter in Python;
@@ -52,7 +54,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_apply import delete_prefix, new_prefix  # noqa: E402
 from bench_flush import redis_server, scratch_database  # noqa: E402
 
-from availability.alerts import EventAlert, _group, alerts_sql, postgres_alerts, redis_alerts  # noqa: E402
+from availability.alerts import (  # noqa: E402
+    EventAlert,
+    _group,
+    alerts_sql,
+    count_events_with_unavailable,
+    postgres_alerts,
+    redis_alerts,
+)
 from availability.cache import MarketCache, Scrape  # noqa: E402
 from availability.db.convert import HOME_BOOKMAKER  # noqa: E402
 from availability.db.engine import libpq_url  # noqa: E402
@@ -170,7 +179,15 @@ async def measure(redis_url: str, database_url: str, events: int, markets: int, 
         answers: dict[str, list[EventAlert]] = {}
         for name, call in methods.items():
             ms[name], answers[name] = await timed(call, repeat)
-        same = all(a == answers["redis_index"] for a in answers.values())
+        count = 0
+
+        async def counted() -> list[EventAlert]:
+            nonlocal count
+            count = await count_events_with_unavailable(cache, now=now)
+            return answers["redis_index"]
+
+        ms["redis_count"], _ = await timed(counted, repeat)
+        same = all(a == answers["redis_index"] for a in answers.values()) and count == len(answers["redis_index"])
         cur = await conn.execute(
             "SELECT (SELECT count(*) FROM market_odds) + (SELECT count(*) FROM competitor_market_odds),"
             " (SELECT count(*) FROM market_odds WHERE unavailable_at IS NOT NULL)"
@@ -189,6 +206,7 @@ async def measure(redis_url: str, database_url: str, events: int, markets: int, 
             "repeat": repeat,
             "ms": {k: round(v, 2) for k, v in ms.items()},
             "redis_scan_over_index": round(ms["redis_scan"] / ms["redis_index"], 1),
+            "redis_scan_over_count": round(ms["redis_scan"] / ms["redis_count"], 1),
             "postgres_scan_over_index": round(ms["postgres_scan"] / ms["postgres_index"], 1),
             "postgres_index_over_redis_index": round(ms["postgres_index"] / ms["redis_index"], 1),
             "postgres_plan": await plan_indexes(conn, now),
@@ -213,6 +231,7 @@ def print_report(r: dict[str, Any]) -> None:
     ms = r["ms"]
     print(f"  {'':<34} {'ms':>9} {'full scan / index':>18}")
     print(f"  {'Redis: alerts zsets (index)':<34} {ms['redis_index']:>9.2f} {r['redis_scan_over_index']:>17.1f}x")
+    print(f"  {'Redis: alerts zsets, count only':<34} {ms['redis_count']:>9.2f} {r['redis_scan_over_count']:>17.1f}x")
     print(f"  {'Redis: every snapshot meta (scan)':<34} {ms['redis_scan']:>9.2f}")
     print(f"  {'PostgreSQL: partial indexes':<34} {ms['postgres_index']:>9.2f} {r['postgres_scan_over_index']:>17.1f}x")
     print(f"  {'PostgreSQL: sequential scans':<34} {ms['postgres_scan']:>9.2f}")
