@@ -88,6 +88,7 @@ class Scrape:
     complete: bool = True
     confirmed_empty: bool = False
     expires_at: datetime | None = None
+    kickoff: datetime | None = None  # the event's start; None: not known (kept as stored)
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,11 @@ class MarketCache:
                 raise InvalidScrape(f"complete: expected a boolean, got {scrape.complete!r}")
             if not isinstance(scrape.confirmed_empty, bool):
                 raise InvalidScrape(f"confirmed_empty: expected a boolean, got {scrape.confirmed_empty!r}")
+            kickoff_us = ""
+            if scrape.kickoff is not None:
+                kickoff_us = str(to_micros(to_utc(scrape.kickoff, "kickoff")))
+                if kickoff_us.startswith("-"):
+                    raise InvalidScrape(f"kickoff: expected a time after 1970, got {scrape.kickoff!r}")
             expire_ms = 0
             if scrape.expires_at is not None:
                 expire_ms = to_micros(to_utc(scrape.expires_at, "expires_at")) // 1000
@@ -318,7 +324,7 @@ class MarketCache:
         for field_name, payload in zip(fields, payloads):
             pairs.append(field_name)
             pairs.append(payload)
-        args = [*head, _digest(head, pairs), str(len(merged)), *pairs]
+        args = [*head, _digest([*head, kickoff_us], pairs), str(len(merged)), *pairs, kickoff_us]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at)
 
@@ -379,6 +385,7 @@ class MarketCache:
         complete: bool = True,
         confirmed_empty: bool = False,
         expires_at: datetime | None = None,
+        kickoff: datetime | None = None,
     ) -> ScrapeOutcome:
         """Apply one scrape atomically; see :class:`Scrape` for the arguments.
 
@@ -387,7 +394,7 @@ class MarketCache:
         error: ``outcome.stale`` is true and nothing changed.
         """
         outcome = await self._apply(Scrape(event_id, bookmaker, markets, scraped_at, complete,
-                                           confirmed_empty, expires_at))
+                                           confirmed_empty, expires_at, kickoff))
         if outcome.error is not None:
             raise outcome.error
         return outcome

@@ -17,6 +17,9 @@ Names, as ``curl localhost:PORT/metrics`` prints them::
     availability_flusher_lag_records{shard}       entries not yet delivered to any flusher
     availability_flusher_pending_records{shard}   delivered, not yet acknowledged
     availability_flusher_lag_seconds              age of the oldest record of the last batch
+    availability_subscriber_backlog_records{group,shard}  a registered subscriber group's unacknowledged
+                                                  records (set by the flushers' trim; availability.subscribe)
+    availability_subscriber_lagging{group,shard}  1 while that backlog is over the group's max_lag
 """
 
 from __future__ import annotations

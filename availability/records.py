@@ -15,6 +15,9 @@ entry fields (``XRANGE '{av:2}:changes' - +``)::
                   whose stored state changed; flags: "n" new, "c" odds changed,
                   "a" became available again, "u" became unavailable (payload
                   is then the last known odds); "na"/"ca" combine.
+    kickoff       the event's kickoff in microseconds, or "" when not known (the
+                  latest one the snapshot was given); records written before it
+                  existed have no such field and decode with ``kickoff=None``
 
 A record carries everything the flusher needs, so it can be written to
 PostgreSQL in any order, more than once: each row it touches is written with
@@ -59,6 +62,7 @@ class ChangeRecord:
     completeness: str
     present: tuple[MarketKey, ...]
     changes: tuple[MarketChange, ...]
+    kickoff: datetime | None = None  # the event's start, when the scraper gave one
 
     @property
     def transitions(self) -> list[tuple[MarketKey, str]]:
@@ -106,6 +110,8 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
                     became_unavailable=unavailable,
                 )
             )
+        kickoff_raw = _text(f.get("kickoff") or "")  # absent in records of older versions
+        kickoff = from_micros(int(kickoff_raw)) if kickoff_raw else None
         kind = _text(f["kind"])
         if kind not in ("scrape", "removed"):
             raise RecordError(f"record {sid}: kind: expected scrape or removed, got {kind!r}")
@@ -118,6 +124,7 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
             completeness=_text(f["completeness"]),
             present=present,
             changes=tuple(changes),
+            kickoff=kickoff,
         )
     except RecordError:
         raise
