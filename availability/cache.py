@@ -103,6 +103,7 @@ class Scrape:
     complete: bool = True
     confirmed_empty: bool = False
     expires_at: datetime | None = None
+    kickoff: datetime | None = None  # the event's start; None: not known (kept as stored)
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,11 @@ class MarketCache:
                 raise InvalidScrape(f"complete: expected a boolean, got {scrape.complete!r}")
             if not isinstance(scrape.confirmed_empty, bool):
                 raise InvalidScrape(f"confirmed_empty: expected a boolean, got {scrape.confirmed_empty!r}")
+            kickoff_us = ""
+            if scrape.kickoff is not None:
+                kickoff_us = str(to_micros(to_utc(scrape.kickoff, "kickoff")))
+                if kickoff_us.startswith("-"):
+                    raise InvalidScrape(f"kickoff: expected a time after 1970, got {scrape.kickoff!r}")
             expire_ms = 0
             if scrape.expires_at is not None:
                 expire_ms = to_micros(to_utc(scrape.expires_at, "expires_at")) // 1000
@@ -350,7 +356,8 @@ class MarketCache:
         for field_name, payload in zip(fields, payloads):
             pairs.append(field_name)
             pairs.append(payload)
-        args = [*head, _digest([*head, rejected_blob], pairs), rejected_blob, str(len(fields)), *pairs]
+        args = [*head, _digest([*head, rejected_blob, kickoff_us], pairs), rejected_blob, str(len(fields)), *pairs,
+                kickoff_us]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at, rejected=rejected,
                          partial=completeness == "partial")
@@ -438,6 +445,7 @@ class MarketCache:
         confirmed_empty: bool = False,
         expires_at: datetime | None = None,
         strict: bool = False,
+        kickoff: datetime | None = None,
     ) -> ScrapeOutcome:
         """Apply one scrape atomically; see :class:`Scrape` for the arguments.
 
@@ -450,7 +458,7 @@ class MarketCache:
         nothing changed.
         """
         outcome = await self._apply(Scrape(event_id, bookmaker, markets, scraped_at, complete,
-                                           confirmed_empty, expires_at), strict=strict)
+                                           confirmed_empty, expires_at, kickoff), strict=strict)
         if outcome.error is not None:
             raise outcome.error
         return outcome

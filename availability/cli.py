@@ -274,25 +274,78 @@ async def _ping_database(url: str) -> None:
 # ---------------------------------------------------------------- warm
 
 
+def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is None:
+        return None
+    from availability.retention import parse_duration
+
+    try:
+        return parse_duration(value, param.opts[0])
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
+@click.option("--all", "all_events", is_flag=True, help="Load every event, also those past retention.")
+@click.option("--retention", callback=_duration_option, metavar="DURATION",
+              help="Leave out events whose kickoff is older than this (14d, 36h, 90m) "
+                   "[env AVAILABILITY_RETENTION, default 14d].")
 @pass_app
-def warm(app: App) -> None:
+def warm(app: App, all_events: bool, retention: Any) -> None:
     """Reload the cache from PostgreSQL after Redis lost its data, then mark it ready.
 
     While a shard is cold, scrapes are refused (status "cold"), so no market is
     reported new and no disappearance is missed because the cache was empty.
+    Events past retention (kickoff older than --retention) are not loaded unless --all.
     """
     from availability.warm import warm as warm_cache
 
     database_url = app.database_url
+    keep = None if all_events else (retention or app.settings.retention)
 
     async def main() -> Any:
         async with app.cache() as cache:
             await _ping_database(database_url)
-            return await warm_cache(cache, database_url, home_bookmaker=app.settings.home_bookmaker)
+            return await warm_cache(cache, database_url, home_bookmaker=app.settings.home_bookmaker,
+                                    retention=keep)
 
     stats = app.run(main)
     click.echo(json.dumps({"warmed": asdict(stats)}))
+
+
+# ---------------------------------------------------------------- prune
+
+
+@cli.command()
+@click.option("--older-than", callback=_duration_option, metavar="DURATION",
+              help="Remove events whose kickoff is older than this (14d, 36h, 90m) "
+                   "[env AVAILABILITY_RETENTION, default 14d].")
+@click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
+              help="Events removed per PostgreSQL transaction.")
+@click.option("--keep-redis", is_flag=True, help="Leave the events' Redis keys alone (PostgreSQL only).")
+@pass_app
+def prune(app: App, older_than: Any, batch_size: int, keep_redis: bool) -> None:
+    """Remove the rows of events past retention from PostgreSQL (and their Redis keys).
+
+    An event's kickoff is the latest any bookmaker's scrape gave; events that
+    never got one are never pruned by age. Safe while flushers run: a late
+    change record for a pruned event is left out, not half written.
+    """
+    from availability.retention import prune as prune_events
+
+    database_url = app.database_url
+    period = older_than or app.settings.retention
+
+    async def main() -> Any:
+        if keep_redis:
+            await _ping_database(database_url)
+            return await prune_events(database_url, period, batch_size=batch_size)
+        async with app.cache(create=False) as cache:
+            await _ping_database(database_url)
+            return await prune_events(database_url, period, batch_size=batch_size, cache=cache)
+
+    stats = app.run(main)
+    click.echo(json.dumps({"pruned": stats.as_dict()}))
 
 
 # ---------------------------------------------------------------- verify
@@ -588,6 +641,32 @@ async def _reader(app: App, *, redis: bool, postgres: bool, bookmakers: tuple[st
                                     bookmakers=bookmakers)
         await stack.enter_async_context(reader)
         yield reader
+
+
+@cli.command()
+@click.option("--source", type=click.Choice(["redis", "postgres"]), default="redis", show_default=True,
+              help="Read the cache's alerts index, or PostgreSQL's partial indexes (the same answer once flushed).")
+@click.option("--bookmaker", metavar="B", help="Only events with unavailable markets at this bookmaker.")
+@click.option("--all", "all_events", is_flag=True, help="Also events whose kickoff has passed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the count and the events as JSON.")
+@pass_app
+def alerts(app: App, source: str, bookmaker: str | None, all_events: bool, as_json: bool) -> None:
+    """List the events with unavailable markets: upcoming ones (kickoff not passed, or not known) unless --all."""
+    if bookmaker is not None:
+        _bookmaker_options((bookmaker,))
+
+    async def main() -> Any:
+        async with _reader(app, redis=source == "redis", postgres=source == "postgres") as reader:
+            return await reader.events_with_unavailable(bookmaker, not all_events, source=source)
+
+    found = app.run(main)
+    if as_json:
+        _echo_json({"count": len(found), "upcoming_only": not all_events, "source": source,
+                    "events": [a.as_dict() for a in found]})
+    else:
+        from availability.alerts import render_alerts
+
+        render_alerts(found, _stdout_console(), source=source, upcoming_only=not all_events)
 
 
 @cli.command()

@@ -125,6 +125,7 @@ class EventCoordinator:
             complete=result.complete,
             confirmed_empty=result.confirmed_empty,
             expires_at=expires_at,
+            kickoff=result.kickoff,
         )
 
     @staticmethod

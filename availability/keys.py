@@ -12,10 +12,12 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
     {av:2}:ev:1234:betpawa:unavailable  hash  field "18@2.5" -> "2026-11-28T12:00:00.000000Z"
     {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, counts
     {av:2}:snapshots                    zset  "1234:betpawa", score 0 (a lexical index of the shard)
+    {av:2}:alerts                       zset  "1234:betpawa" while it has unavailable markets, score its kickoff (µs)
     {av:2}:changes                      stream, one record per applied scrape (read by the flushers)
     {av:2}:dead                         stream, records the flusher could never write
     {av:2}:ready                        string, set by warm-up: the shard's cache is not cold
     av:config                           hash  shards, schema (stored format, keys.SCHEMA_VERSION)
+    av:subscribers                      hash  registered subscriber group -> max_lag (availability.subscribe)
 
 A market field is ``<betpawa_market_id>@<line>``: ``1@_`` is a market without
 a line (1X2), ``18@0.0`` a handicap of zero, ``18@2.5`` Over/Under 2.5.
@@ -54,6 +56,7 @@ META_SNAPSHOT_FIELDS = (
     "captured_at",  # newest scrape that changed the odds
     "last_confirmed_at",  # newest scrape that listed markets
     "removed_at",  # first time the event was seen gone from the listing
+    "kickoff_us",  # the event's kickoff in microseconds, when a scrape gave one
 )
 # Kept by apply_scrape.lua only: the expiry a later scrape keeps, and what makes an
 # exact re-delivery of the last applied scrape ``duplicate`` (warm-up restores none of them).
@@ -100,10 +103,11 @@ class SnapshotKeys:
     snapshots: str
     changes: str
     ready: str
+    alerts: str
 
     def as_list(self) -> list[str]:
         """KEYS for the apply script, in the order its header documents."""
-        return [self.markets, self.unavailable, self.meta, self.snapshots, self.changes, self.ready]
+        return [self.markets, self.unavailable, self.meta, self.snapshots, self.changes, self.ready, self.alerts]
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,10 @@ class KeySchema:
     def ready(self, shard: int) -> str:
         return f"{self.tag(shard)}:ready"
 
+    def alerts(self, shard: int) -> str:
+        """Snapshots with unavailable markets, scored by kickoff (kept by apply_scrape.lua)."""
+        return f"{self.tag(shard)}:alerts"
+
     # -- per (event, bookmaker)
     def _base(self, event_id: int, bookmaker: str) -> str:
         return f"{self.tag(self.shard_of(event_id))}:ev:{event_id}:{bookmaker}"
@@ -164,6 +172,7 @@ class KeySchema:
             snapshots=self.snapshots(shard),
             changes=self.changes(shard),
             ready=self.ready(shard),
+            alerts=self.alerts(shard),
         )
 
     @staticmethod
@@ -182,6 +191,10 @@ class KeySchema:
     # -- deployment-wide
     def config(self) -> str:
         return f"{self.prefix}:config"
+
+    def subscribers(self) -> str:
+        """Registered subscriber groups (group -> max_lag): the flushers' trimming waits for them."""
+        return f"{self.prefix}:subscribers"
 
     def scan_pattern(self) -> str:
         """Matches every per-shard key of this deployment (``redis-cli --scan --pattern``)."""

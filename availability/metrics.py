@@ -21,6 +21,9 @@ Names, as ``curl localhost:PORT/metrics`` prints them::
     availability_markets_rejected_total{bookmaker,reason}
                                                   markets a scrape quarantined (MarketCache, per
                                                   applied scrape; reason as in RejectedMarket)
+    availability_subscriber_backlog_records{group,shard}  a registered subscriber group's unacknowledged
+                                                  records (set by the flushers' trim; availability.subscribe)
+    availability_subscriber_lagging{group,shard}  1 while that backlog is over the group's max_lag
 """
 
 from __future__ import annotations

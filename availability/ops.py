@@ -185,12 +185,16 @@ async def shard_stats(cache: MarketCache, *, memory_samples: int = 20) -> dict[s
     }
     totals["events"] = len({e for e, _ in all_pairs})
     totals["cold_shards"] = [row["shard"] for row in per_shard if not row["ready"]]
+    from availability.subscribe import subscriber_report
+
     return {
         "prefix": keys.prefix,
         "shards": keys.shards,
         "totals": totals,
         "memory": {"used_memory": int(info.get("used_memory", 0)), **memory},
         "per_shard": per_shard,
+        # registered subscriber groups (availability.subscribe): backlog, and shards where they lag
+        "subscribers": await subscriber_report(cache.client, keys),
     }
 
 
@@ -256,6 +260,13 @@ def render_stats(report: dict[str, Any], console: Any) -> None:
            if per_market is not None else "no markets cached"),
         soft_wrap=True,
     )
+    for group, sub in report.get("subscribers", {}).items():
+        lagging = sub["lagging_shards"]
+        console.print(
+            f"subscriber group {group!r}: backlog {sub['backlog']} records (max_lag {sub['max_lag']} per shard)"
+            + (f", [red]LAGGING on shards {lagging}: trimming no longer waits for it[/red]" if lagging else ""),
+            soft_wrap=True,
+        )
     if t["cold_shards"]:
         console.print(f"[red]cold shards {t['cold_shards']}: scrapes are refused until `availability warm` runs[/red]",
                       soft_wrap=True)

@@ -480,6 +480,45 @@ class AvailabilityReader:
             )
         return out
 
+    # ------------------------------------------------------------ alerts
+
+    async def events_with_unavailable(
+        self,
+        bookmaker: str | None = None,
+        upcoming_only: bool = True,
+        *,
+        source: str = "redis",
+        now: datetime | None = None,
+    ) -> list[Any]:
+        """Events with an unavailable market (at ``bookmaker``, or at any), as
+        :class:`~availability.alerts.EventAlert`, by kickoff. ``upcoming_only``:
+        kickoff after ``now`` (default: the current time) or not known. From an
+        index on either side (see :mod:`availability.alerts`), never a scan."""
+        from availability.alerts import postgres_alerts, redis_alerts
+
+        if _source(source) == "redis":
+            if self.cache is None:
+                raise ConfigurationError("source 'redis': this reader has no MarketCache (pass cache=...)")
+            return await redis_alerts(self.cache, bookmaker, upcoming_only, now=now)
+        return await postgres_alerts(await self._connection(), bookmaker, upcoming_only, now=now,
+                                     home_bookmaker=self.home_bookmaker)
+
+    async def count_events_with_unavailable(
+        self,
+        bookmaker: str | None = None,
+        upcoming_only: bool = True,
+        *,
+        source: str = "redis",
+        now: datetime | None = None,
+    ) -> int:
+        """How many events :meth:`events_with_unavailable` lists: the app's
+        "N events with unavailable markets" (also what the demo report can show)."""
+        if _source(source) == "redis" and self.cache is not None:
+            from availability.alerts import count_events_with_unavailable
+
+            return await count_events_with_unavailable(self.cache, bookmaker, upcoming_only, now=now)
+        return len(await self.events_with_unavailable(bookmaker, upcoming_only, source=source, now=now))
+
     # ------------------------------------------------------------ history
 
     async def history(

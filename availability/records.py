@@ -19,6 +19,9 @@ entry fields (``XRANGE '{av:2}:changes' - +``)::
                   [market field or nil, field, value, reason, message], one per
                   rejected market (see model.RejectedMarket); a record without
                   it, e.g. one written by older code, rejected none.
+    kickoff       the event's kickoff in microseconds, or "" when not known (the
+                  latest one the snapshot was given); records written before it
+                  existed have no such field and decode with ``kickoff=None``
 
 A record carries everything the flusher needs, so it can be written to
 PostgreSQL in any order, more than once: each row it touches is written with
@@ -64,6 +67,7 @@ class ChangeRecord:
     present: tuple[MarketKey, ...]
     changes: tuple[MarketChange, ...]
     rejected: tuple[RejectedMarket, ...] = ()
+    kickoff: datetime | None = None  # the event's start, when the scraper gave one
 
     @property
     def transitions(self) -> list[tuple[MarketKey, str]]:
@@ -148,6 +152,8 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
                     became_unavailable=unavailable,
                 )
             )
+        kickoff_raw = _text(f.get("kickoff") or "")  # absent in records of older versions
+        kickoff = from_micros(int(kickoff_raw)) if kickoff_raw else None
         kind = _text(f["kind"])
         if kind not in ("scrape", "removed"):
             raise RecordError(f"record {sid}: kind: expected scrape or removed, got {kind!r}")
@@ -161,6 +167,7 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
             present=present,
             changes=tuple(changes),
             rejected=_rejections(sid, f.get("rejected")),
+            kickoff=kickoff,
         )
     except RecordError:
         raise

@@ -53,6 +53,7 @@ class _SnapshotRow:
     captured_at: datetime | None
     last_confirmed_at: datetime | None
     removed_at: datetime | None
+    kickoff: datetime | None = None  # of the newest record that carries one
 
 
 @dataclass
@@ -168,5 +169,7 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
                 listed_markets=bool(record.present),
                 removed=record.kind == "removed",
             )
+            if record.kickoff is not None:
+                snap.kickoff = record.kickoff
         rows.snapshots[(event_id, bookmaker)] = snap
     return rows

@@ -151,6 +151,7 @@ def meta_hash(
     *,
     markets: int,
     unavailable: int,
+    kickoff: datetime | None = None,
 ) -> dict[str, str]:
     """The meta hash of a snapshot as ``apply_scrape.lua`` leaves it (without the
     expiry and re-delivery fields, which only the script keeps)."""
@@ -166,5 +167,6 @@ def meta_hash(
         "captured_at": format_ts(times.captured_at) if times.captured_at is not None else None,
         "last_confirmed_at": format_ts(times.last_confirmed_at) if times.last_confirmed_at is not None else None,
         "removed_at": format_ts(times.removed_at) if times.removed_at is not None else None,
+        "kickoff_us": str(to_micros(kickoff)) if kickoff is not None else None,
     }
     return {name: values[name] for name in META_SNAPSHOT_FIELDS if values[name] is not None}

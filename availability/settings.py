@@ -10,6 +10,7 @@
 | ``AVAILABILITY_REDIS_CLUSTER``    | ``false`` | connect with the Redis Cluster client               |
 | ``AVAILABILITY_LOG_LEVEL``        | ``INFO``  | structlog level                                     |
 | ``AVAILABILITY_LOG_JSON``         | ``false`` | JSON log lines instead of console ones              |
+| ``AVAILABILITY_RETENTION``        | ``14d``   | events whose kickoff is older are pruned / not warmed (``14d``, ``36h``, ``90m``) |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     redis_cluster: bool = False
     log_level: str = "INFO"
     log_json: bool = False
+    retention: str = "14d"
 
     @field_validator("prefix")
     @classmethod
@@ -42,6 +44,14 @@ class Settings(BaseSettings):
     @classmethod
     def _shards(cls, value: int) -> int:
         KeySchema(DEFAULT_PREFIX, value)
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        from availability.retention import parse_duration
+
+        parse_duration(value, "AVAILABILITY_RETENTION")
         return value
 
     @field_validator("redis_url", "database_url")

@@ -29,15 +29,18 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 
 import psycopg
 import psycopg.rows
+import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from availability import metrics
+from availability import metrics, retention
 from availability.db import rejections
 from availability.db.convert import HOME_BOOKMAKER
 from availability.db.engine import libpq_url
 from availability.logs import redact_url
 from availability.rows import BatchRows, MarketRowKey
 from availability.rules import SnapshotState, meta_hash
+
+_log = structlog.get_logger("availability.flusher")
 
 __all__ = [
     "MARKET_COLUMNS",
@@ -221,8 +224,10 @@ ON CONFLICT DO NOTHING
 # removed_at: the first removal after the newest scrape that saw markets (apply_scrape.lua
 # keeps the first one with HSETNX and clears it when a scrape lists markets again).
 _SNAPSHOT_SQL = """
-INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])
+INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at,
+                                         kickoff)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[],
+                     %b::timestamptz[])
 ON CONFLICT (event_id, bookmaker) DO UPDATE SET
     last_scraped_at = GREATEST(t.last_scraped_at, excluded.last_scraped_at),
     captured_at = GREATEST(t.captured_at, excluded.captured_at),
@@ -231,6 +236,9 @@ ON CONFLICT (event_id, bookmaker) DO UPDATE SET
         SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)
         WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity')
     ),
+    -- the kickoff of the newest scrape that gave one (revision 0005)
+    kickoff = CASE WHEN excluded.kickoff IS NOT NULL AND excluded.last_scraped_at >= t.last_scraped_at
+                   THEN excluded.kickoff ELSE COALESCE(t.kickoff, excluded.kickoff) END,
     updated_at = now()
 """
 
@@ -290,7 +298,7 @@ def statements(rows: BatchRows) -> list[tuple[str, str, list]]:
         history = sorted(rows.history, key=lambda h: (h[0], h[1], h[2], h[3] is not None, h[3] or 0.0, h[5], h[4]))
         out.append(("history", _HISTORY_SQL, _columns(history)))
     snaps = [
-        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at)
+        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at, s.kickoff)
         for s in (rows.snapshots[k] for k in rows.snapshot_keys)
     ]
     if snaps:
@@ -310,8 +318,10 @@ class Written:
     transitions: int = 0
     snapshots: int = 0
     rejections: int = 0  # market_rejections rows inserted or advanced
+    pruned_events: int = 0  # events of the batch left out: a prune removed them
 
     def add(self, other: "Written") -> None:
+        self.pruned_events += other.pruned_events
         self.rows += other.rows
         self.confirmed += other.confirmed
         self.transitions += other.transitions
@@ -339,6 +349,12 @@ async def write_batch(
                     f"warm-up generation is {current[0] if current else None}, the batch was read "
                     f"under {generation}"
                 )
+            # events `availability prune` removed stay removed (see availability.retention)
+            pruned = await retention.pruned_among(conn, (e for e, _ in rows.snapshots))
+            if pruned:
+                planned = statements(retention.without_events(rows, pruned))
+                written.pruned_events += len(pruned)
+                _log.info("flusher.pruned_events_skipped", events=sorted(pruned))
             for label, sql, params in planned:
                 cur = conn.cursor()
                 await cur.execute(sql, params)
@@ -376,6 +392,7 @@ class PgSnapshot:
     last_confirmed_at: datetime | None
     removed_at: datetime | None
     rows: list[dict[str, Any]]
+    kickoff: datetime | None = None
 
     def meta(self) -> dict[str, str]:
         """The meta hash as ``apply_scrape.lua`` writes it; times missing from the
@@ -387,11 +404,13 @@ class PgSnapshot:
             removed_at=self.removed_at,
         )
         unavailable = sum(1 for r in self.rows if r["unavailable_at"] is not None)
-        return meta_hash(self.event_id, self.bookmaker, times, markets=len(self.rows), unavailable=unavailable)
+        return meta_hash(
+            self.event_id, self.bookmaker, times, markets=len(self.rows), unavailable=unavailable, kickoff=self.kickoff
+        )
 
 
 _SNAPSHOTS_SQL = """
-SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at
+SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at, kickoff
 FROM availability_snapshots {where}
 """
 _READ_COLUMNS = ", ".join(name for name, _ in MARKET_COLUMNS[1:])  # after event_id
@@ -409,14 +428,25 @@ async def load_snapshots(
     event_ids: Iterable[int] | None = None,
     *,
     home_bookmaker: str = HOME_BOOKMAKER,
+    past_retention: datetime | None = None,
 ) -> AsyncIterator[PgSnapshot]:
     """Every snapshot PostgreSQL holds (or those of ``event_ids``), in
-    ``(event_id, bookmaker)`` order, each with its market rows."""
+    ``(event_id, bookmaker)`` order, each with its market rows.
+
+    ``past_retention``: leave out events whose kickoff is before it (see
+    :mod:`availability.retention`; events without a kickoff are kept)."""
     params: dict[str, Any] = {"home": home_bookmaker}
-    where = ""
+    conditions = []
     if event_ids is not None:
         params["events"] = sorted(set(event_ids))
-        where = "WHERE event_id = ANY(%(events)s::bigint[])"
+        conditions.append("event_id = ANY(%(events)s::bigint[])")
+    if past_retention is not None:
+        params["cutoff"] = past_retention
+        conditions.append(
+            "event_id NOT IN (SELECT event_id FROM availability_snapshots WHERE kickoff IS NOT NULL"
+            " GROUP BY event_id HAVING max(kickoff) < %(cutoff)s)"
+        )
+    where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
         heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
@@ -424,7 +454,7 @@ async def load_snapshots(
     def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
         head = heads.pop(key, None) or {}
         return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
-                          head.get("last_confirmed_at"), head.get("removed_at"), rows)
+                          head.get("last_confirmed_at"), head.get("removed_at"), rows, head.get("kickoff"))
 
     # a server-side cursor: the market tables are streamed, not loaded whole
     async with conn.transaction():

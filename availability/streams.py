@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from availability import metrics
+from availability import metrics, subscribe
 from availability.keys import KeySchema
 
 __all__ = [
@@ -225,11 +225,17 @@ class ChangeStreams:
     async def trim(self) -> int:
         """Trim every shard stream below the oldest entry some group still needs
         (its oldest pending entry, or the entry after its last delivered one).
-        Streams without a group are left alone. Returns the entries removed."""
+        Streams without a group are left alone. A registered subscriber group more
+        than its max_lag behind is reported and no longer waited for
+        (:func:`availability.subscribe.holds_trimming`). Returns the entries removed."""
         trimmed = 0
+        registered = await subscribe.registered_groups(self.client, self.keys)
         for stream in self.streams:
             floor: tuple[int, int] | None = None
+            length = int(await self.client.xlen(stream)) if registered else 0
             for group in await self.groups(stream):
+                if registered and not subscribe.holds_trimming(group, registered, self.streams[stream], length):
+                    continue
                 ms, seq = _id_tuple(group["last-delivered-id"])
                 low = (ms, seq + 1)
                 if int(group.get("pending") or 0):

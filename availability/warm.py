@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterable
 
 import psycopg
@@ -37,6 +38,7 @@ from availability.db.convert import HOME_BOOKMAKER, row_to_market
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.model import encode_market, format_ts, key_to_field, market_key
 from availability.redis_adapter import Script
+from availability.retention import cutoff
 from availability.storage import PgSnapshot, bump_generation, load_snapshots
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
@@ -88,8 +90,14 @@ async def warm(
     *,
     home_bookmaker: str = HOME_BOOKMAKER,
     event_ids: Iterable[int] | None = None,
+    retention: Any = None,
+    now: datetime | None = None,
 ) -> WarmStats:
     """Reload the cache from PostgreSQL, then mark every shard ready.
+
+    ``retention`` (a duration: ``"14d"``, a timedelta): load only events not
+    past it (``availability warm`` passes the configured retention unless
+    ``--all``); ``None`` loads everything.
 
     Safe to run while workers run (they are refused as ``cold`` until the end)
     and safe to run twice: a snapshot Redis already holds at the same or a
@@ -105,7 +113,7 @@ async def warm(
         bad: list[tuple[int, str, str]] = []
         calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s, bad), s) for s in batch]
         stats.undecodable += len(bad)
-        replies = await script.many([([k.markets, k.unavailable, k.meta, k.snapshots], a) for k, a, _ in calls])
+        replies = await script.many([([k.markets, k.unavailable, k.meta, k.snapshots, k.alerts], a) for k, a, _ in calls])
         refused = [r for r in replies if isinstance(r, Exception)]
         if refused:  # the script refused a snapshot
             raise refused[0]
@@ -125,7 +133,8 @@ async def warm(
             stats.generation = await bump_generation(conn, cache.keys.prefix)
             await conn.commit()
             batch: list[PgSnapshot] = []
-            async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker):
+            past = None if retention is None else cutoff(retention, now)
+            async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker, past_retention=past):
                 batch.append(snap)
                 if len(batch) >= _PIPELINE:
                     await send(batch)

@@ -312,7 +312,7 @@ class Chaos:
             async with MarketCache.from_url(self.redis.url, prefix=PREFIX, shards=SHARDS) as cache:
                 prepared = cache._prepare(_scrape_of(_bad_scrape("none", event_id, at_us)))
                 args = list(prepared.args)
-                args[-1] = b"garbage"
+                args[-2] = b"garbage"  # the last payload (the kickoff comes after it)
                 try:
                     await cache.client.eval(cache.script.source, len(prepared.keys), *prepared.keys, *args)
                 except ResponseError:

@@ -543,14 +543,16 @@ def documented_keys() -> list[tuple[str, str]]:
 
 async def test_key_names_match_the_documented_schema(redis_client, key_prefix):
     documented = documented_keys()
-    assert len(documented) == 8
+    assert len(documented) == 10
     cache = MarketCache(redis_client, prefix=key_prefix, shards=16)  # the docstring's deployment
     await cache.mark_ready()
     await cache.apply_scrape(1234, "betpawa", [ONE_X_TWO, mk("18", 2.5)], at(0))
     await cache.apply_scrape(1234, "betpawa", [ONE_X_TWO], at(5))
 
     def ours(name: str) -> str:
-        return name.replace("{av:", "{" + key_prefix + ":").replace("av:config", f"{key_prefix}:config")
+        if name.startswith("av:"):  # deployment-wide keys: av:config, av:subscribers
+            return f"{key_prefix}:{name[3:]}"
+        return name.replace("{av:", "{" + key_prefix + ":")
 
     expected_types = {ours(k): t for k, t in documented}
     present = await dump(redis_client, key_prefix)
@@ -562,8 +564,9 @@ async def test_key_names_match_the_documented_schema(redis_client, key_prefix):
             continue
         assert name in expected_types, f"{name} is not in the documented schema"
         assert kind == expected_types[name], name
-    # every documented key but the flusher's dead-letter stream now exists
-    assert {ours(k) for k, _ in documented} - {k.decode() for k in present} == {ours("{av:2}:dead")}
+    # every documented key but the flusher's dead-letter stream and the subscriber registry now exists
+    assert {ours(k) for k, _ in documented} - {k.decode() for k in present} == {
+        ours("{av:2}:dead"), ours("av:subscribers")}
     # and the market field encodings are the documented ones
     assert set(await redis_client.hkeys(cache.keys.markets(1234, "betpawa"))) == {b"1@_", b"18@2.5"}
     assert await redis_client.zrange(cache.keys.snapshots(2), 0, -1) == [b"1234:betpawa"]
@@ -822,8 +825,8 @@ async def test_script_rejects_bad_argv_and_writes_nothing(cache, redis_client, k
         with pytest.raises(ResponseError, match="availability: ") as info:
             await redis_client.evalsha(sha, len(keys), *keys, *argv)
         assert await dump(redis_client, key_prefix) == before, f"{name} wrote something: {info.value}"
-    with pytest.raises(ResponseError, match="expected 6 keys"):
-        await redis_client.evalsha(sha, 5, *keys[:5], *good)
+    with pytest.raises(ResponseError, match="expected 7 keys"):
+        await redis_client.evalsha(sha, 6, *keys[:6], *good)
     assert await dump(redis_client, key_prefix) == before
 
     # the good call from which every bad one was derived does apply

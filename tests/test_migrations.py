@@ -28,12 +28,12 @@ from availability.errors import ConfigurationError
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0004"
+HEAD = "0005"
 
 MARKET_TABLES = ("market_odds", "competitor_market_odds")
 ALL_TABLES = {
     "market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots",
-    "availability_fences", "market_rejections",
+    "availability_fences", "market_rejections", "availability_pruned_events",
 }
 
 
@@ -152,6 +152,7 @@ def test_upgrade_head_from_empty_database_creates_the_contract(empty_database_ur
         "last_confirmed_at": ("timestamp with time zone", True),
         "removed_at": ("timestamp with time zone", True),
         "updated_at": ("timestamp with time zone", False),
+        "kickoff": ("timestamp with time zone", True),
     }
 
     indexes = _indexes(empty_database_url)
@@ -177,6 +178,7 @@ def test_upgrade_head_from_empty_database_creates_the_contract(empty_database_ur
         "event_id", "bookmaker", "at",
     ]
     assert indexes["pk_availability_snapshots"]["columns"] == ["event_id", "bookmaker"]
+    assert indexes["ix_availability_snapshots_kickoff"]["columns"] == ["kickoff"]
 
 
 def test_downgrade_drops_unavailable_at_keeps_data_and_upgrades_again(empty_database_url):
@@ -220,6 +222,7 @@ def test_fence_table_comes_and_goes_with_revision_0003(empty_database_url):
         assert conn.execute("SELECT generation FROM availability_fences").fetchone() == (0,)
     migrate.downgrade(url, "0002")
     assert not _columns(url, "availability_fences")
+    assert not _columns(url, "availability_pruned_events")
     with _connect(url) as conn:
         assert conn.execute("SELECT to_regclass('availability_fences')").fetchone() == (None,)
     migrate.upgrade(url, "head")
@@ -528,11 +531,11 @@ def _with_password(url: str) -> tuple[str, str]:
 def test_alembic_command_line_from_the_repository_root(empty_database_url):
     url, secret = _with_password(libpq_url(empty_database_url))
     steps = [
-        (["upgrade", "head"], "Running upgrade 0003 -> 0004"),
+        (["upgrade", "head"], "Running upgrade 0004 -> 0005"),
         (["check"], "No new upgrade operations detected"),
-        (["downgrade", "-1"], "Running downgrade 0004 -> 0003"),
-        (["current"], "0003"),
-        (["upgrade", "head"], "Running upgrade 0003 -> 0004"),
+        (["downgrade", "-1"], "Running downgrade 0005 -> 0004"),
+        (["current"], "0004"),
+        (["upgrade", "head"], "Running upgrade 0004 -> 0005"),
         (["check"], "No new upgrade operations detected"),
     ]
     for args, expected in steps:
@@ -593,3 +596,22 @@ def test_orm_metadata_matches_migrated_tables(database_url):
             assert conn.execute(sa.select(sa.func.count()).select_from(MarketOdds)).scalar_one() == 0
     finally:
         engine.dispose()
+
+
+def test_kickoff_and_tombstones_come_and_go_with_revision_0005(empty_database_url):
+    url = empty_database_url
+    migrate.upgrade(url, "head")
+    with _connect(url) as conn:
+        _insert(conn, "availability_snapshots",
+                {"event_id": 7, "bookmaker": "betpawa", "last_scraped_at": T0, "kickoff": T0 + timedelta(hours=2)})
+        _insert(conn, "availability_pruned_events", {"event_id": 8, "kickoff": T0})
+    migrate.downgrade(url, "0004")
+    assert "kickoff" not in _columns(url, "availability_snapshots")
+    assert "ix_availability_snapshots_kickoff" not in _indexes(url)
+    assert not _columns(url, "availability_pruned_events")
+    with _connect(url) as conn:  # the snapshot itself survives the downgrade
+        assert conn.execute("SELECT event_id FROM availability_snapshots").fetchall() == [(7,)]
+    migrate.upgrade(url, "head")
+    with _connect(url) as conn:  # no backfill: the kickoff is known again at the next scrape
+        assert conn.execute("SELECT kickoff FROM availability_snapshots").fetchall() == [(None,)]
+    migrate.check(url)

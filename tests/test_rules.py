@@ -17,7 +17,7 @@ def _meta_names(source: str) -> set[str]:
     plus the names of the ``meta`` table it builds for one HSET."""
     names: set[str] = set()
     for line in _joined_statements(source):
-        call = re.search(r"redis\.call\(\s*'(\w+)'\s*,\s*KEYS\[3\]\s*,?(.*)\)", line)
+        call = re.search(r"redis\.call\(\s*'(\w+)'\s*,\s*KEYS\[3\]\s*,?([^)]*)\)", line)
         if call:
             names.update(_STRING.findall(call.group(2)))
         table = re.search(r"local meta = \{(.*)\}", line)
@@ -46,9 +46,10 @@ def test_apply_script_uses_exactly_the_declared_meta_fields() -> None:
 
 
 def test_warm_script_reads_only_declared_meta_fields() -> None:
-    # warm_snapshot.lua writes the pairs rules.meta_hash builds; the one name it spells is the clock
+    # warm_snapshot.lua writes the pairs rules.meta_hash builds; the names it spells are
+    # the clock and the kickoff (which scores the alerts index)
     used = _meta_names(load_lua("warm_snapshot.lua"))
-    assert used == {"last_scraped_us"}
+    assert used == {"last_scraped_us", "kickoff_us"}
     assert used <= META_FIELDS
 
 
@@ -68,8 +69,9 @@ def test_meta_hash_writes_every_snapshot_field_and_nothing_else() -> None:
     advance_meta(times, t0, odds_changed=True, listed_markets=True, removed=False)
     advance_meta(times, t0 + timedelta(seconds=5), odds_changed=False, listed_markets=False, removed=True)
     assert (times.captured_at, times.last_confirmed_at, times.removed_at) == (t0, t0, t0 + timedelta(seconds=5))
-    meta = meta_hash(7, "betpawa", times, markets=3, unavailable=1)
+    meta = meta_hash(7, "betpawa", times, markets=3, unavailable=1, kickoff=t0 + timedelta(hours=2))
     assert list(meta) == list(META_SNAPSHOT_FIELDS)
+    assert meta["kickoff_us"] == str(int((t0 + timedelta(hours=2)).timestamp()) * 1_000_000)
     assert meta["last_scraped_at"] == "2026-11-28T12:00:05.000000Z"
     advance_meta(times, t0 + timedelta(seconds=9), odds_changed=False, listed_markets=True, removed=False)
     assert times.removed_at is None and "removed_at" not in meta_hash(7, "betpawa", times, markets=3, unavailable=1)

@@ -52,6 +52,7 @@ __all__ = [
     "AvailabilitySnapshot",
     "AvailabilityFence",
     "MarketRejection",
+    "AvailabilityPrunedEvent",
 ]
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -216,6 +217,10 @@ class AvailabilitySnapshot(Base):
     # the event vanished from the bookmaker's listing
     removed_at: Mapped[datetime | None] = _tstz(True)
     updated_at: Mapped[datetime] = _tstz(False, server_default=func.now())
+    # the event's start as scraped (revision 0005); NULL: not known, never pruned by age
+    kickoff: Mapped[datetime | None] = _tstz(True)
+
+    __table_args__ = (Index("ix_availability_snapshots_kickoff", "kickoff"),)
 
     def __repr__(self) -> str:
         return (
@@ -289,3 +294,20 @@ class MarketRejection(Base):
             f"betpawa_market_id={self.betpawa_market_id!r}, line={self.line!r}, field={self.field!r}, "
             f"reason={self.reason!r}, times={self.times!r})"
         )
+
+
+class AvailabilityPrunedEvent(Base):
+    """One tombstone per event ``availability prune`` removed (revision 0005).
+
+    The flusher's write transaction skips every row of a tombstoned event, so
+    a change record that arrives after the prune cannot resurrect half of it.
+    """
+
+    __tablename__ = "availability_pruned_events"
+
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kickoff: Mapped[datetime | None] = _tstz(True)
+    pruned_at: Mapped[datetime] = _tstz(False, server_default=func.now())
+
+    def __repr__(self) -> str:
+        return f"AvailabilityPrunedEvent(event_id={self.event_id!r}, kickoff={self.kickoff!r})"

@@ -1,7 +1,7 @@
--- apply_scrape(KEYS=[markets, unavailable, meta, snapshots, changes, ready],
+-- apply_scrape(KEYS=[markets, unavailable, meta, snapshots, changes, ready, alerts],
 --              ARGV=[mode, event_id, bookmaker, scraped_us, scraped_iso, completeness,
 --                    expire_at_ms, present_blob, digest, rejected_blob, n,
---                    key_1, payload_1, ..., key_n, payload_n])
+--                    key_1, payload_1, ..., key_n, payload_n, [kickoff_us]])
 --
 -- One scrape of one event at one bookmaker, applied atomically with
 -- compare-and-set semantics. All KEYS share one hash tag (one cluster slot).
@@ -21,6 +21,11 @@
 --                 read. It is present (never stamped; if it was unavailable it becomes available
 --                 again with its stored payload) and keeps its stored payload; without one it
 --                 is ignored (no row is made out of nothing).
+--   kickoff_us    optional last argument: the event's kickoff, integer microseconds since the
+--                 epoch, or "" (not known). Kept in meta "kickoff_us" (a scrape without one keeps
+--                 the stored one) and copied into the change record.
+--   alerts        the shard's zset of snapshots with unavailable markets, member
+--                 "<event_id>:<bookmaker>", score the kickoff in microseconds ("inf" when not known)
 --
 -- Reply: {"applied", new, changed, unchanged, {stamped fields}, {cleared fields}, stream id or ""}
 --      | {"duplicate", <the reply's items after "applied">}  this exact scrape was the last one
@@ -40,7 +45,7 @@ local function is_uint(s)
 end
 
 -- ---------------------------------------------------------------- validate everything first
-if #KEYS ~= 6 then return fail('expected 6 keys, got ' .. #KEYS) end
+if #KEYS ~= 7 then return fail('expected 7 keys, got ' .. #KEYS) end
 local mode, event_id, bookmaker = ARGV[1], ARGV[2], ARGV[3]
 local scraped_us, scraped_iso, completeness = ARGV[4], ARGV[5], ARGV[6]
 local expire_at_ms, present_blob, digest, rejected_blob = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
@@ -63,7 +68,11 @@ end
 if not is_uint(ARGV[11]) then return fail('n: expected an integer, got ' .. tostring(ARGV[11])) end
 local n = tonumber(ARGV[11])
 local LAST = FIRST - 1 + 2 * n
-if #ARGV ~= LAST then return fail('expected ' .. LAST .. ' arguments for ' .. n .. ' markets, got ' .. #ARGV) end
+if #ARGV ~= LAST and #ARGV ~= LAST + 1 then
+  return fail('expected ' .. LAST .. ' arguments for ' .. n .. ' markets (and an optional kickoff), got ' .. #ARGV)
+end
+local kickoff = ARGV[LAST + 1] or ''
+if kickoff ~= '' and not is_uint(kickoff) then return fail('kickoff: expected integer microseconds or empty, got ' .. tostring(kickoff)) end
 if completeness == 'empty' and n ~= 0 then return fail('completeness empty with ' .. n .. ' markets') end
 if completeness == 'complete' and n == 0 then return fail('completeness complete with no markets (say empty explicitly)') end
 if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('mode removed takes no markets') end
@@ -92,7 +101,7 @@ end
 -- ---------------------------------------------------------------- cold and stale checks
 if redis.call('EXISTS', KEYS[6]) == 0 then return {'cold'} end
 local meta_before = redis.call('HMGET', KEYS[3], 'last_scraped_us', 'expire_at_ms', 'removed_at',
-                               'last_digest', 'last_reply')
+                               'last_digest', 'last_reply', 'kickoff_us')
 local last = meta_before[1]
 if last and tonumber(scraped_us) <= tonumber(last) then
   if scraped_us == last and meta_before[4] == digest and meta_before[5] then
@@ -191,6 +200,7 @@ local unavailable = #stamped_keys - #became_available + #became_unavailable
 local meta = {'event_id', event_id, 'bookmaker', bookmaker, 'last_scraped_us', scraped_us,
               'last_scraped_at', scraped_iso, 'markets', total, 'unavailable', unavailable}
 if new + changed > 0 then meta[#meta + 1] = 'captured_at'; meta[#meta + 1] = scraped_iso end
+if kickoff ~= '' then meta[#meta + 1] = 'kickoff_us'; meta[#meta + 1] = kickoff else kickoff = meta_before[6] or '' end
 if n > 0 then
   meta[#meta + 1] = 'last_confirmed_at'; meta[#meta + 1] = scraped_iso
   if meta_before[3] then redis.call('HDEL', KEYS[3], 'removed_at') end
@@ -200,6 +210,12 @@ redis.call('HSET', KEYS[3], unpack(meta))
 if mode == 'removed' then redis.call('HSETNX', KEYS[3], 'removed_at', scraped_iso) end
 -- score 0 for all members: the index is read by lexical range (ZRANGEBYLEX)
 redis.call('ZADD', KEYS[4], 0, event_id .. ':' .. bookmaker)
+-- the alerts index: snapshots with unavailable markets, by kickoff
+if unavailable > 0 then
+  redis.call('ZADD', KEYS[7], kickoff ~= '' and kickoff or 'inf', event_id .. ':' .. bookmaker)
+else
+  redis.call('ZREM', KEYS[7], event_id .. ':' .. bookmaker)
+end
 -- A scrape without an expiry keeps the one an earlier scrape set, so a hash
 -- created later (e.g. the first stamp) never outlives the others.
 if expire_at_ms == '0' then expire_at_ms = meta_before[2] or '0' end
@@ -213,7 +229,7 @@ end
 -- scrape time never lags Redis's (warm-up keeps refusing stale scrapes).
 local entry = {'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
                'scraped_at', scraped_us, 'completeness', completeness,
-               'present', present_blob, 'markets', cmsgpack.pack(record)}
+               'present', present_blob, 'markets', cmsgpack.pack(record), 'kickoff', kickoff}
 -- only when there are any: records without it read as "none rejected", by old code too
 if #rejected_blob > 0 then entry[#entry + 1] = 'rejected'; entry[#entry + 1] = rejected_blob end
 local stream_id = redis.call('XADD', KEYS[5], '*', unpack(entry))

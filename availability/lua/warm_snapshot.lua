@@ -1,4 +1,4 @@
--- warm_snapshot(KEYS=[markets, unavailable, meta, snapshots],
+-- warm_snapshot(KEYS=[markets, unavailable, meta, snapshots, alerts],
 --               ARGV=[event_id, bookmaker, last_scraped_us,
 --                     m, meta_name_1, meta_value_1, ..., meta_name_m, meta_value_m,
 --                     n, field_1, payload_1, ..., field_n, payload_n,
@@ -22,7 +22,7 @@ local function fail(what)
   return redis.error_reply('ERR availability: ' .. what)
 end
 
-if #KEYS ~= 4 then return fail('expected 4 keys, got ' .. #KEYS) end
+if #KEYS ~= 5 then return fail('expected 5 keys, got ' .. #KEYS) end
 local event_id, bookmaker, scraped_us = ARGV[1], ARGV[2], ARGV[3]
 if not string.match(scraped_us or '', '^%d+$') then
   return fail('last_scraped_us: expected integer microseconds, got ' .. tostring(scraped_us))
@@ -61,4 +61,10 @@ hset_range(KEYS[1], markets)
 hset_range(KEYS[2], stamps)
 hset_range(KEYS[3], meta)
 redis.call('ZADD', KEYS[4], 0, event_id .. ':' .. bookmaker)
+-- the alerts index, as apply_scrape.lua keeps it (score: kickoff_us from the meta pairs, or inf)
+if stamps[2] >= stamps[1] then
+  redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[3], 'kickoff_us') or 'inf', event_id .. ':' .. bookmaker)
+else
+  redis.call('ZREM', KEYS[5], event_id .. ':' .. bookmaker)
+end
 return {'warmed', (markets[2] - markets[1] + 1) / 2, (stamps[2] - stamps[1] + 1) / 2}
