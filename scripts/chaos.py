@@ -156,7 +156,7 @@ class Chaos:
 
     def start_servers(self) -> None:
         from availability.db.migrate import upgrade
-        from availability.servers import PostgresServer, RedisServer
+        from availability.harness import PostgresServer, RedisServer
 
         self.redis = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")).start()
         # Production durability: the test harness's default (synchronous_commit off) loses
@@ -328,7 +328,7 @@ class Chaos:
     # -- the run
 
     async def run(self) -> dict[str, Any]:
-        from availability.feed import Feed, FeedConfig
+        from availability.demo.feed import Feed, FeedConfig
         from availability.model import market_to_dict, to_micros
 
         a = self.args

@@ -1,7 +1,7 @@
 """The real-server test harness: Redis and PostgreSQL, never mocks.
 
 By default the suite starts its own throwaway servers (once per session, on
-free ports; see :mod:`availability.servers`). Set ``REDIS_URL`` and/or
+free ports; see :mod:`availability.harness`). Set ``REDIS_URL`` and/or
 ``DATABASE_URL`` to use running servers instead; ``DATABASE_URL`` must let us
 ``CREATE DATABASE``. Tests on a shared server stay isolated:
 
@@ -25,7 +25,7 @@ Fixtures:
 ``fresh_redis``             function  a dedicated :class:`RedisServer` (restart / stop it)
 ``fresh_postgres``          function  a dedicated :class:`PostgresServer` (stop / start it),
                                       unmigrated: ``migrate.upgrade(fresh_postgres.url)``
-``redis_cluster``           session   a 3-master :class:`RedisCluster` (skipped without redis-cli)
+``redis_cluster``           session   a 3-master :class:`RedisClusterServer` (skipped without redis-cli)
 ==========================  ========  =====================================================
 """
 
@@ -39,9 +39,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from availability.errors import ServerStartError
-from availability.servers import (
+from availability.harness import (
     PostgresServer,
-    RedisCluster,
+    RedisClusterServer,
     RedisServer,
     create_database,
     drop_database,
@@ -118,13 +118,13 @@ def fresh_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
+def redis_cluster() -> Iterator[RedisClusterServer]:
     """A 3-master Redis Cluster for the session; the test is skipped if ``redis-cli`` is missing."""
     try:
         find_redis_cli(find_redis_server())
     except ServerStartError as exc:
         pytest.skip(str(exc))
-    with RedisCluster() as cluster:
+    with RedisClusterServer() as cluster:
         yield cluster
 
 

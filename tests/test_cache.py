@@ -31,7 +31,7 @@ from availability.model import (
     to_micros,
 )
 from availability.records import decode_record
-from availability.servers import find_redis_cli
+from availability.harness import find_redis_cli
 from reference import ReferenceCache, outcome_of
 
 UTC = timezone.utc

@@ -18,7 +18,7 @@ import pytest
 
 from availability.cache import MarketCache
 from availability.demo import render_report
-from availability.servers import free_port
+from availability.harness import free_port
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -323,7 +323,7 @@ def test_migrate_is_safe_from_several_processes_at_once(empty_database_url):
 
 async def test_two_demos_cannot_claim_one_prefix_or_database(redis_url, redis_client, key_prefix, database_url):
     """Defect 13: two demos started at once on one prefix and database both ran."""
-    from availability.demo import DemoOptions, _claim_database, _refuse_used_prefix
+    from availability.demo.pipeline import DemoOptions, _claim_database, _refuse_used_prefix
     from availability.errors import ConfigurationError
 
     options = DemoOptions(prefix=key_prefix)

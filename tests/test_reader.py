@@ -19,7 +19,7 @@ from availability.cache import MarketCache
 from availability.coordinator import EventCoordinator
 from availability.db.engine import libpq_url
 from availability.errors import ConfigurationError
-from availability.feed import Feed, FeedConfig
+from availability.demo.feed import Feed, FeedConfig
 from availability.model import MarketKey
 from availability.reader import (
     AVAILABLE,

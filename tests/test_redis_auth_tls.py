@@ -19,7 +19,7 @@ import redis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
 from availability.cache import MarketCache
-from availability.servers import RedisServer, free_port
+from availability.harness import RedisServer, free_port
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 MARKETS = [
