@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 from availability import keys as keys_module
 from availability.cache import MarketCache, Scrape
 from availability.coordinator import EventCoordinator, ScrapeResult
-from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape, ServerStartError
+from availability.errors import CacheNotReady, ConfigurationError, InvalidRead, InvalidScrape, ServerStartError
 from availability.keys import SCHEMA_VERSION, KeySchema
 from availability.model import (
     MarketKey,
@@ -329,9 +329,9 @@ async def test_get_snapshots_of_many_events_and_bookmakers(cache):
     assert await cache.bookmakers_of(EVENT + 2) == []
     shard = cache.keys.shard_of(EVENT)
     assert (EVENT, BM) in await cache.list_snapshots(shard)
-    with pytest.raises(InvalidScrape, match="event_id"):
+    with pytest.raises(InvalidRead, match="event_id"):  # a read error, not a refused scrape
         await cache.get_snapshots([0])
-    with pytest.raises(InvalidScrape, match="bookmaker"):
+    with pytest.raises(InvalidRead, match="bookmaker"):
         await cache.get_snapshot(EVENT, "Bet Pawa")
 
 

@@ -219,7 +219,7 @@ async def test_cli_warm_then_verify_clean_then_exit_1_on_each_mismatch(redis_cli
     common = ["--redis-url", redis_url, "--database-url", database_url, "--prefix", key_prefix,
               "--shards", str(SHARDS), "--log-level", "WARNING"]
 
-    code, out, err = await run_cli(*common, "warm")
+    code, out, err = await run_cli(*common, "warm", "--json")
     assert code == 0, err
     assert json.loads(out)["warmed"]["snapshots"] == 4
     code, out, err = await run_cli(*common, "verify")

@@ -255,6 +255,11 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
                      "became_available", "new", "changed", "unchanged", "removal_stamped"):
             if observed.get(name, 0) != expected.get(name, 0):
                 differences.append(f"{name}: observed {observed.get(name, 0)}, the replay expected {expected.get(name, 0)}")
+        accounted = (observed["new"] + observed["changed"] + observed["unchanged"]
+                     + expected["rows_merged"] + expected["rows_stale"])
+        if observed["observations"] != accounted:
+            differences.append(f"rows delivered: {observed['observations']}, but new + changed + unchanged + merged "
+                               f"+ in stale scrapes = {accounted}")
         rows = await _row_counts(database_url)
         transitions_u = observed["became_unavailable"] + observed["removal_stamped"]
         transitions_a = observed["became_available"]
@@ -285,6 +290,8 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
                 "markets_new": observed["new"],
                 "markets_changed": observed["changed"],
                 "markets_unchanged": observed["unchanged"],
+                "rows_merged": expected["rows_merged"],
+                "rows_in_stale_scrapes": expected["rows_stale"],
             },
             "listings": {
                 "fetched": observed["listings"],
@@ -298,6 +305,7 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
                 "max_backlog_records": progress.max_backlog,
                 "drain_seconds": round(drain_s, 2),
                 "records": flushed.get("records", 0),
+                "claimed": flushed.get("claimed", 0),
                 "batches": flushed.get("batches", 0),
                 "dead_letters": flushed.get("dead_letters", 0),
             },
@@ -355,6 +363,25 @@ async def _cache_totals(cache: Any) -> dict[str, int]:
             "unavailable": t["unavailable"], "bytes_per_market": stats["memory"]["bytes_per_market"] or 0}
 
 
+def _check_metrics_ports(options: DemoOptions) -> None:
+    """Each flusher serves metrics on ``metrics_port + index``: refuse a busy one
+    before any process starts, naming it (a flusher failing on it later would
+    say less and stop the demo half-way)."""
+    import socket
+
+    if options.metrics_port is None:
+        return
+    for port in range(options.metrics_port, options.metrics_port + options.flushers):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"--metrics-port: port {port} (flusher {port - options.metrics_port}'s metrics) cannot be "
+                    f"served on 127.0.0.1: {exc.strerror or exc}"
+                ) from None
+
+
 def run(options: DemoOptions, redis_url: str | None = None, database_url: str | None = None, *,
         show: Any = None, on_servers: Any = None, keep: Any = None) -> dict[str, Any]:
     """Run the demo; returns the report (``report["ok"]`` tells whether it is clean).
@@ -371,6 +398,7 @@ def run(options: DemoOptions, redis_url: str | None = None, database_url: str | 
 
     if min(options.workers, options.flushers, options.cycles, options.events) < 1:
         raise ConfigurationError("events, cycles, workers and flushers: expected at least 1 each")
+    _check_metrics_ports(options)
     show = show or (lambda progress: None)
     t0 = time.monotonic()
     with servers(redis_url, database_url) as running:

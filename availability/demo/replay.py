@@ -91,8 +91,10 @@ class Expectation:
         snap = self._snap(result.event_id, result.bookmaker)
         if snap.last is not None and result.scraped_at <= snap.last:
             c["stale"] += 1
+            c["rows_stale"] += len(result.markets)
             return
         merged = {m.key: m for m in shown}
+        c["rows_merged"] += len(result.markets) - len(merged)  # split rows of one market, merged into one
         stamps = snap.stamps
         # Only markets that can change state go to the rules: the missing ones
         # (none for a partial page, which stamps nothing) and the stamped ones.

@@ -21,11 +21,17 @@ class ProgressDisplay:
         self._task: Any = None
         self._last: tuple | None = None
 
-    def _text(self, p: Progress) -> str:
+    _WIDE = 150  # columns the full line needs: counter, bar, every figure, elapsed time
+
+    def _text(self, p: Progress, compact: bool = False) -> str:
         c = p.counts
+        transitions = c["became_unavailable"] + c["removal_stamped"] + c["became_available"]
+        if compact:  # a narrow terminal: the figures without their padding, no bar
+            return (f"{p.phase}  applied {c['applied']:,} stale {c['stale']:,} transitions {transitions:,} "
+                    f"lag {p.lag:,}+{p.pending:,}")
         return (
             f"{p.phase:<15} applied {c['applied']:>6,}  stale {c['stale']:>4,}  "
-            f"transitions {c['became_unavailable'] + c['removal_stamped'] + c['became_available']:>6,}  "
+            f"transitions {transitions:>6,}  "
             f"stream lag {p.lag:>5,} (+{p.pending:,} pending)"
         )
 
@@ -38,16 +44,24 @@ class ProgressDisplay:
                 self._last = key
                 self.console.print(f"cycle {p.cycle}/{p.cycles}  {self._text(p)}", highlight=False, soft_wrap=True)
             return
+        compact = self.console.width < self._WIDE
         if self._bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+            from rich.table import Column
 
-            self._bar = Bar(TextColumn("cycle"), MofNCompleteColumn(), BarColumn(bar_width=20),
-                            TextColumn("{task.description}"), TimeElapsedColumn(),
-                            console=self.console, transient=False)
+            # On a narrow terminal rich would squeeze the counter and the bar out first: there
+            # the line is one text column, the counter written into it, cut at its end if need be.
+            description = TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis"))
+            columns: list[Any] = [description]
+            if not compact:
+                columns = [TextColumn("cycle"), MofNCompleteColumn(), BarColumn(bar_width=20), description,
+                           TimeElapsedColumn()]
+            self._bar = Bar(*columns, console=self.console, transient=False)
             self._bar.start()
             self._task = self._bar.add_task("", total=p.cycles)
         done = p.cycle if p.phase not in ("listings", "scrapes", "warm-up") else max(0, p.cycle - 1)
-        self._bar.update(self._task, completed=done, description=self._text(p))
+        text = f"cycle {done}/{p.cycles}  {self._text(p, compact)}" if compact else self._text(p)
+        self._bar.update(self._task, completed=done, description=text)
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -78,8 +92,11 @@ def render_report(report: dict[str, Any], console: Any, *, servers_kept: bool = 
                              f"as stale (late, retried or duplicated), {_n(s['failed_fetches'])} failed fetches "
                              f"skipped, {_n(s['ignored_empty'])} empty pages ignored, {_n(s['partial_pages'])} "
                              f"partial pages" + (f", [red]{_n(bad)} invalid/error/cold[/red]" if bad else "")))
-    lines.append(("markets", f"{_n(s['market_observations'])} rows scraped: {_n(s['markets_new'])} new, "
-                             f"{_n(s['markets_changed'])} odds changed, {_n(s['markets_unchanged'])} unchanged"))
+    lines.append(("markets", f"{_n(s['market_observations'])} rows delivered = {_n(s['markets_new'])} new "
+                             f"+ {_n(s['markets_changed'])} odds changed + {_n(s['markets_unchanged'])} unchanged "
+                             f"markets of applied scrapes + {_n(s.get('rows_merged', 0))} split rows merged into "
+                             f"their market + {_n(s.get('rows_in_stale_scrapes', 0))} rows of scrapes refused "
+                             f"as stale"))
     lines.append(("listings", f"{_n(li['fetched'])} fetched, {_n(li['failed_discovery_skipped'])} failed "
                               f"discoveries skipped (nothing stamped), {_n(li['events_removed'])} events found gone "
                               f"from a listing ({_n(li['markets_stamped'])} markets stamped)"))
@@ -87,9 +104,12 @@ def render_report(report: dict[str, Any], console: Any, *, servers_kept: bool = 
                                  f"{_n(t['became_available'])} became available"))
     lines.append(("cache", f"{_n(ca['events'])} events, {_n(ca['snapshots'])} snapshots, {_n(ca['markets'])} markets "
                            f"({_n(ca['unavailable'])} unavailable), ~{ca['bytes_per_market']} bytes per market"))
+    claimed = fl.get("claimed", 0)
     lines.append(("flush", f"max backlog {_n(fl['max_backlog_records'])} records, drained {fl['drain_seconds']:.1f} s "
-                           f"after the last scrape; {_n(fl['records'])} records in {_n(fl['batches'])} batches, "
-                           f"{_n(fl['dead_letters'])} dead letters"))
+                           f"after the last scrape; {_n(fl['records'])} records written in {_n(fl['batches'])} "
+                           f"batches" + (f" ({_n(claimed)} of them claimed from a flusher slow to acknowledge, "
+                                         f"which may have written them too: harmless, rows are versioned)"
+                                         if claimed else "") + f", {_n(fl['dead_letters'])} dead letters"))
     lines.append(("postgres", f"market_odds {_n(pg['market_odds'])}, competitor_market_odds "
                               f"{_n(pg['competitor_market_odds'])}, market_availability_history "
                               f"{_n(pg['market_availability_history'])} "

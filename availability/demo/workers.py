@@ -33,7 +33,10 @@ def _child_setup(options: DemoOptions) -> None:
     from availability.logs import configure_logging
 
     # Ctrl-C reaches the whole process group; the parent alone decides how to stop.
+    # The parent spawned us with SIGINT blocked (see _Children.start), so a Ctrl-C
+    # during our imports stayed pending: ignore it, then unblock (it is discarded).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     configure_logging(options.log_level)
 
 
@@ -113,13 +116,14 @@ class _Worker:
                 result, shown = self.feed.scrape_with_truth(e, b, cycle)
                 if result is None:
                     continue
-                counts["observations"] += len(result.markets or ())
                 if result.markets and not result.complete:
                     counts["partial_pages"] += 1
                 if cross:
+                    counts["observations"] += len(result.markets or ())
                     now.append(result)  # the owner's replay counts this copy
                     continue
                 copies = 2 if plan.retry else 1
+                counts["observations"] += len(result.markets or ()) * copies  # rows delivered, retries too
                 if plan.held_back:
                     later.append((result, shown, copies))
                 else:
@@ -249,8 +253,17 @@ class _Children:
         ]
 
     def start(self) -> None:
-        for p in self.flushers + self.workers:
-            p.start()
+        """Start every child with SIGINT blocked: a spawned child inherits the
+        mask through exec, so a Ctrl-C while it still imports (before
+        :func:`_child_setup` ignores SIGINT) cannot print its own
+        ``KeyboardInterrupt`` traceback. The parent gets a Ctrl-C of that
+        moment as soon as the mask is restored."""
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for p in self.flushers + self.workers:
+                p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _check_alive(self, processes: Iterable[Any]) -> None:
         for p in processes:
