@@ -22,6 +22,7 @@ Fixtures:
 ``empty_database_url``      function  URL of a fresh database with no schema
 ``key_prefix``              function  unique key prefix, e.g. ``t1a2b3c4d``
 ``redis_client``            function  ``redis.asyncio.Redis`` on ``redis_url``
+``cache``                   function  a warm ``MarketCache`` under ``key_prefix`` (module's ``SHARDS``)
 ``fresh_redis``             function  a dedicated :class:`RedisServer` (restart / stop it)
 ``fresh_postgres``          function  a dedicated :class:`PostgresServer` (stop / start it),
                                       unmigrated: ``migrate.upgrade(fresh_postgres.url)``
@@ -37,8 +38,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from factory import warm_cache
+
+from availability.cache import MarketCache
 
 from availability.errors import ServerStartError
+from availability.keys import DEFAULT_SHARDS
 from availability.harness import (
     PostgresServer,
     RedisClusterServer,
@@ -104,6 +109,13 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
     finally:
         await client.aclose()
         await _delete_prefixed_keys(redis_url, key_prefix)
+
+
+@pytest.fixture
+async def cache(request: pytest.FixtureRequest, redis_client: aioredis.Redis, key_prefix: str) -> MarketCache:
+    """A warm :class:`MarketCache` under ``key_prefix`` (see :func:`factory.warm_cache`),
+    with the test module's ``SHARDS`` (16 when it sets none); its keys go with ``redis_client``'s."""
+    return await warm_cache(redis_client, key_prefix, getattr(request.module, "SHARDS", DEFAULT_SHARDS))
 
 
 @pytest.fixture

@@ -11,17 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from factory import T0
 
 from availability.cache import MarketCache
 from availability.demo import render_report
 from availability.harness import free_port
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 EVENT = 1234  # shard 2 of 16
 
 
@@ -59,14 +59,6 @@ ONE_X_TWO = market("1", None, "1X2", [("1", 2.1), ("X", 3.3), ("2", 3.6)])
 OVER_UNDER = market("18", 2.5, "Over/Under", [("Over", 1.85), ("Under", 1.95)])
 HANDICAP_ZERO = market("16", 0.0, "Asian Handicap", [("1", 1.9), ("2", 1.9)])
 SUSPENDED = market("11", None, "Both Teams To Score", [("Yes", 1.7), ("No", 2.05)], active=False)
-
-
-@pytest.fixture
-async def cache(redis_url: str, key_prefix: str, redis_client) -> MarketCache:
-    """A warm cache under this test's prefix (its keys are deleted afterwards)."""
-    cache = MarketCache(redis_client, prefix=key_prefix)
-    await cache.mark_ready()
-    return cache
 
 
 @pytest.fixture

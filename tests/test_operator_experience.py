@@ -14,7 +14,8 @@ import textwrap
 from collections import Counter
 
 import pytest
-from test_cli import EVENT, ONE_X_TWO, T0, availability, one_error_line
+from factory import T0
+from test_cli import EVENT, ONE_X_TWO, availability, one_error_line
 
 from availability import InvalidRead, InvalidScrape, MarketCache
 from availability.harness import RedisServer

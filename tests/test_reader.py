@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from availability.cache import MarketCache
 from availability.coordinator import EventCoordinator
 from availability.db.engine import libpq_url
 from availability.errors import ConfigurationError
@@ -30,12 +29,8 @@ from availability.reader import (
     parse_market_filter,
 )
 from availability.verify import verify
-from reading import SHARDS, at, build_event, flush, market
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    return MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
+from reading import SHARDS
+from reading import at, build_event, flush, market
 
 
 @pytest.fixture
