@@ -855,6 +855,8 @@ def translate(exc: BaseException, settings: Settings | None = None) -> click.Cli
 
     redis_url = (settings.redis_url if settings else None) or ""
     database_url = (settings.database_url if settings else None) or ""
+    redis_where = redact_url(redis_url) if redis_url else "the embedded server"
+    database_where = redact_url(database_url) if database_url else "the embedded server"
     if isinstance(exc, click.ClickException):
         return exc
     if isinstance(exc, KeyboardInterrupt):
@@ -864,11 +866,11 @@ def translate(exc: BaseException, settings: Settings | None = None) -> click.Cli
         if known is not None:
             return known
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-            return Unreachable(f"cannot reach Redis at {redact_url(redis_url)}: {_one_line(exc)}")
+            return Unreachable(f"cannot reach Redis at {redis_where}: {_one_line(exc)}")
         return Failure(f"Redis: {_one_line(exc)}")
     if isinstance(exc, sqlalchemy.exc.OperationalError) or isinstance(exc, psycopg.OperationalError):
         cause = getattr(exc, "orig", None) or exc
-        return Unreachable(f"cannot reach PostgreSQL at {redact_url(database_url)}: {_one_line(cause)}")
+        return Unreachable(f"cannot reach PostgreSQL at {database_where}: {_one_line(cause)}")
     if isinstance(exc, (psycopg.Error, sqlalchemy.exc.SQLAlchemyError)):
         return Failure(f"PostgreSQL: {_one_line(exc)}")
     if isinstance(exc, (ConfigurationError, ServerStartError)):  # bad settings, or no server binaries to start
