@@ -14,6 +14,7 @@ from availability.errors import (
     CacheNotReady,
     ConfigurationError,
     InvalidMarketKey,
+    InvalidRead,
     InvalidScrape,
     KeyCollision,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigurationError",
     "EventCoordinator",
     "InvalidMarketKey",
+    "InvalidRead",
     "InvalidScrape",
     "KeyCollision",
     "MarketCache",

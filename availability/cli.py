@@ -13,7 +13,10 @@ Global options fall back to the environment (``REDIS_URL``, ``DATABASE_URL``,
 ``AVAILABILITY_*``, see :mod:`availability.settings`). Expected errors print
 one line on stderr, without a traceback: exit status 2 for usage and
 configuration errors and unreachable servers (named by their URL, password
-masked), 1 for failures and mismatches.
+masked), 1 for failures and mismatches, 130 for Ctrl-C. :func:`translate` is
+the one place that maps exceptions to these, for every command (the group
+class :class:`_Translating` applies it, whether from :func:`main` or click's
+test runner).
 
 Adding a command: decorate a function with ``@cli.command()`` and
 ``@pass_app``; :class:`App` holds the settings and builds what commands need
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import signal
 import sys
@@ -38,12 +42,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from availability.errors import AvailabilityError, CacheNotReady, ConfigurationError
 from availability.keys import KeySchema
-from availability.logs import configure_logging, redact_text, redact_url
+from availability.logs import configure_logging, get_logger, redact_text, redact_url
 from availability.settings import Settings
 
-__all__ = ["App", "cli", "main", "pass_app", "Failure", "ConfigError", "Unreachable"]
+__all__ = ["App", "cli", "main", "pass_app", "Failure", "ConfigError", "Interrupted", "Unreachable"]
 
 T = TypeVar("T")
+
+_log = get_logger("availability.cli")
 
 
 class Failure(click.ClickException):
@@ -70,6 +76,30 @@ def _one_line(exc: BaseException) -> str:
     return redact_text(text)
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C or SIGTERM (exit status 130, as a shell reports a SIGINT)."""
+
+    exit_code = 130
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a Redis URL redis-py cannot use, naming the option and (without password) the URL."""
+    from redis.asyncio.connection import parse_url
+
+    where = f"--redis-url / REDIS_URL {redact_url(url)!r}"
+    try:
+        parsed = parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {_one_line(exc)} (e.g. redis://127.0.0.1:6379/0)") from None
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.strip("/") if not url.startswith("unix://") else ""
+    if path and not path.isdigit():
+        raise ConfigError(f"{where}: the path is the database index, a number from 0; got {path!r}")
+    if url.startswith(("redis://", "rediss://")) and not parsed.get("host"):
+        raise ConfigError(f"{where}: no host (e.g. redis://127.0.0.1:6379/0)")
+
+
 @dataclass
 class App:
     """What every command shares: the settings, and helpers built from them."""
@@ -82,17 +112,28 @@ class App:
 
     @property
     def redis_url(self) -> str:
-        if not self.settings.redis_url:
+        """The Redis URL, checked for form before anything connects."""
+        url = self.settings.redis_url
+        if not url:
             raise ConfigError("no Redis URL: pass --redis-url or set REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
-        return self.settings.redis_url
+        _check_redis_url(url)
+        return url
 
     @property
     def database_url(self) -> str:
-        if not self.settings.database_url:
+        """The PostgreSQL URL, checked for form before anything connects."""
+        url = self.settings.database_url
+        if not url:
             raise ConfigError(
                 "no database URL: pass --database-url or set DATABASE_URL (e.g. postgresql://user@127.0.0.1:5432/db)"
             )
-        return self.settings.database_url
+        from availability.db.engine import libpq_url
+
+        try:
+            libpq_url(url)
+        except ConfigurationError as exc:
+            raise ConfigError(f"--database-url / DATABASE_URL: {_one_line(exc)}") from None
+        return url
 
     @contextlib.asynccontextmanager
     async def cache(self, *, check: bool = True, create: bool = True) -> AsyncIterator[Any]:
@@ -115,25 +156,8 @@ class App:
                 await cache.close()
 
     def run(self, main: Callable[[], Awaitable[T]]) -> T:
-        """Run a coroutine function, turning expected errors into one line on stderr."""
-        try:
-            return asyncio.run(main())
-        except click.ClickException:
-            raise
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            url = redact_url(self.settings.redis_url or "")
-            raise Unreachable(f"cannot reach Redis at {url}: {_one_line(exc)}") from None
-        except psycopg.OperationalError as exc:
-            url = redact_url(self.settings.database_url or "")
-            raise Unreachable(f"cannot reach PostgreSQL at {url}: {_one_line(exc)}") from None
-        except psycopg.Error as exc:
-            raise Failure(f"PostgreSQL: {_one_line(exc)}") from None
-        except ConfigurationError as exc:
-            raise ConfigError(_one_line(exc)) from None
-        except (CacheNotReady, AvailabilityError) as exc:
-            raise Failure(_one_line(exc)) from None
-        except KeyboardInterrupt:
-            raise Failure("interrupted") from None
+        """Run a coroutine function; what it raises is turned into one line by :func:`main`."""
+        return asyncio.run(main())
 
 
 pass_app = click.make_pass_decorator(App)
@@ -154,7 +178,24 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Translating(click.Group):
+    """The command group: every command's exceptions go through :func:`translate`
+    here, whether it runs from :func:`main` or from click's test runner."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (Exception, KeyboardInterrupt) as exc:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            error = translate(exc, app.settings if app else None)
+            if error is None:
+                raise
+            if error is exc:
+                raise
+            raise error from None
+
+
+@click.group(cls=_Translating, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--redis-url", envvar="REDIS_URL", metavar="URL", help="redis://, rediss:// or unix:// URL [env REDIS_URL]")
 @click.option("--database-url", envvar="DATABASE_URL", metavar="URL", help="postgresql:// URL [env DATABASE_URL]")
 @click.option("--prefix", help="Key prefix of the deployment [env AVAILABILITY_PREFIX, default av]")
@@ -175,6 +216,19 @@ def cli(ctx: click.Context, redis_url: str | None, database_url: str | None, pre
     ctx.obj = App(settings)
 
 
+async def _existing_deployment(app: App, cache: Any) -> None:
+    """Refuse a prefix that holds no deployment: only ``warm``, ``demo`` and a
+    worker's ``mark_ready`` create one, so a mistyped ``--prefix`` is one clear
+    line (exit 2) instead of an all-cold table or a new, empty deployment."""
+    from availability import ops
+
+    if not await ops.check_deployment(cache):
+        raise ConfigError(
+            f"prefix {app.settings.prefix!r}: no deployment in Redis at {redact_url(app.settings.redis_url or '')}; "
+            f"check --prefix / AVAILABILITY_PREFIX (only warm, demo or a worker's mark_ready create one)"
+        )
+
+
 # ---------------------------------------------------------------- migrate
 
 
@@ -189,9 +243,9 @@ def migrate(app: App) -> None:
     url = app.database_url
     try:
         upgrade(url, "head")
-    except sqlalchemy.exc.OperationalError as exc:
-        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc.orig or exc)}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
+        if isinstance(exc, sqlalchemy.exc.OperationalError):
+            raise  # unreachable: translated by main()
         raise Failure(f"migration failed on {redact_url(url)}: {_one_line(exc)}") from None
     click.echo(f"migrated {redact_url(url)} to head")
 
@@ -227,9 +281,10 @@ def prune_rejections(app: App, days: float) -> None:
 @click.option("--block-ms", type=click.IntRange(1), default=1000, show_default=True,
               help="How long to wait for new records.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus /metrics on this port.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was flushed as JSON.")
 @pass_app
 def flush(app: App, once: bool, batch_size: int, consumer: str | None, claim_idle_ms: int, block_ms: int,
-          metrics_port: int | None) -> None:
+          metrics_port: int | None, as_json: bool) -> None:
     """Write the change streams to PostgreSQL (runs until SIGTERM/SIGINT unless --once)."""
     from availability.flusher import Flusher
 
@@ -237,41 +292,87 @@ def flush(app: App, once: bool, batch_size: int, consumer: str | None, claim_idl
     if metrics_port is not None:
         from availability.metrics import start_metrics_server
 
-        try:
-            start_metrics_server(metrics_port)
-        except OSError as exc:
-            raise Failure(f"--metrics-port {metrics_port}: {exc}") from None
+        start_metrics_server(metrics_port)  # a busy port: ConfigurationError naming it
 
     async def main() -> Any:
-        async with app.cache() as cache:
-            await _ping_database(database_url)
+        from availability.flusher import FlushStats
+
+        stop = asyncio.Event()
+        if not once:  # first thing: a SIGTERM while still starting is a clean stop too
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        async with app.cache(check=False) as cache:
+            await _flusher_deployment(app, cache, once)
+            await _ping_database(database_url, patience_s=0.0 if once else 30.0, stop=stop)
+            if stop.is_set():
+                return FlushStats()
             async with Flusher(cache, database_url, home_bookmaker=app.settings.home_bookmaker,
                                batch_size=batch_size, consumer=consumer, claim_idle_ms=claim_idle_ms,
                                block_ms=block_ms) as flusher:
                 if once:
                     return await flusher.run_once()
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, stop.set)
                 return await flusher.run(stop)
 
     stats = app.run(main)
-    click.echo(json.dumps({"flushed": asdict(stats)}))
+    _echo_stats("flushed", asdict(stats), as_json)
 
 
-async def _ping_database(url: str) -> None:
-    """Fail early, with the URL in the message, when PostgreSQL cannot be reached."""
+async def _flusher_deployment(app: App, cache: Any, once: bool) -> None:
+    """A flusher never creates a deployment. ``--once`` refuses a prefix that
+    holds none (a mistyped one); a long-running flusher only warns and waits
+    for records, because after Redis lost its data the deployment is gone
+    until ``availability warm`` runs, and a supervisor restarting a flusher
+    then must not see it fail."""
+    from availability import ops
+
+    if once:
+        await _existing_deployment(app, cache)
+    elif not await ops.check_deployment(cache):
+        _log.warning("flush.no_deployment", prefix=app.settings.prefix,
+                     hint="nothing to flush until a worker, warm or demo creates it; check --prefix")
+        return
+    await cache.ensure_config(create=False)
+
+
+async def _ping_database(url: str, *, patience_s: float = 0.0, stop: asyncio.Event | None = None) -> None:
+    """Fail early, with the URL in the message, when PostgreSQL cannot be reached.
+
+    ``patience_s``: keep trying that long first. A long-running flusher gets
+    some, because a supervisor restarts it exactly when PostgreSQL restarts
+    too ("the database system is starting up"); once running, the flusher
+    waits out outages for ever on its own.
+    """
+    import time
+
     from availability.db.engine import libpq_url
 
-    try:
-        conn = await psycopg.AsyncConnection.connect(libpq_url(url), connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc)}") from None
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(libpq_url(url), connect_timeout=5)
+            break
+        except psycopg.OperationalError as exc:
+            if time.monotonic() >= deadline:
+                raise Unreachable(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc)}") from None
+            _log.warning("flush.waiting_for_postgres", url=redact_url(url), error=_one_line(exc))
+            await asyncio.sleep(0.5)
+            if stop is not None and stop.is_set():
+                return
     await conn.close()
 
 
 # ---------------------------------------------------------------- warm
+
+
+def _echo_stats(what: str, stats: dict[str, Any], as_json: bool) -> None:
+    """``flushed: records 12, batches 3, ...`` (``{"flushed": {...}}`` with --json), like every command's text."""
+    if as_json:
+        click.echo(json.dumps({what: stats}))
+        return
+    parts = [f"{name.replace('_', ' ')} {value:,}" if isinstance(value, int) else f"{name.replace('_', ' ')} {value}"
+             for name, value in stats.items()]
+    click.echo(f"{what}: {', '.join(parts)}")
 
 
 def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -290,8 +391,9 @@ def _duration_option(ctx: click.Context, param: click.Parameter, value: Any) -> 
 @click.option("--retention", callback=_duration_option, metavar="DURATION",
               help="Leave out events whose kickoff is older than this (14d, 36h, 90m) "
                    "[env AVAILABILITY_RETENTION, default 14d].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was loaded as JSON.")
 @pass_app
-def warm(app: App, all_events: bool, retention: Any) -> None:
+def warm(app: App, all_events: bool, retention: Any, as_json: bool) -> None:
     """Reload the cache from PostgreSQL after Redis lost its data, then mark it ready.
 
     While a shard is cold, scrapes are refused (status "cold"), so no market is
@@ -310,7 +412,7 @@ def warm(app: App, all_events: bool, retention: Any) -> None:
                                     retention=keep)
 
     stats = app.run(main)
-    click.echo(json.dumps({"warmed": asdict(stats)}))
+    _echo_stats("warmed", asdict(stats), as_json)
 
 
 # ---------------------------------------------------------------- prune
@@ -323,8 +425,9 @@ def warm(app: App, all_events: bool, retention: Any) -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
               help="Events removed per PostgreSQL transaction.")
 @click.option("--keep-redis", is_flag=True, help="Leave the events' Redis keys alone (PostgreSQL only).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
 @pass_app
-def prune(app: App, older_than: Any, batch_size: int, keep_redis: bool) -> None:
+def prune(app: App, older_than: Any, batch_size: int, keep_redis: bool, as_json: bool) -> None:
     """Remove the rows of events past retention from PostgreSQL (and their Redis keys).
 
     An event's kickoff is the latest any bookmaker's scrape gave; events that
@@ -345,7 +448,7 @@ def prune(app: App, older_than: Any, batch_size: int, keep_redis: bool) -> None:
             return await prune_events(database_url, period, batch_size=batch_size, cache=cache)
 
     stats = app.run(main)
-    click.echo(json.dumps({"pruned": stats.as_dict()}))
+    _echo_stats("pruned", stats.as_dict(), as_json)
 
 
 # ---------------------------------------------------------------- verify
@@ -363,8 +466,11 @@ def verify(app: App, events: tuple[int, ...], as_json: bool) -> None:
     database_url = app.database_url
 
     async def main() -> Any:
-        async with app.cache(create=False) as cache:
+        async with app.cache(check=False) as cache:
+            await _existing_deployment(app, cache)
+            await cache.ensure_config(create=False)
             await _ping_database(database_url)
+            await _known_events(cache, database_url, events)
             return await verify_cache(cache, database_url, list(events) or None,
                                       home_bookmaker=app.settings.home_bookmaker)
 
@@ -378,15 +484,56 @@ def verify(app: App, events: tuple[int, ...], as_json: bool) -> None:
         click.echo("verify: Redis and PostgreSQL agree")
 
 
+async def _known_events(cache: Any, database_url: str, events: tuple[int, ...]) -> None:
+    """Refuse ``--event`` ids stored neither in Redis nor in PostgreSQL: "agree"
+    about an event nobody has heard of would be a false all-clear."""
+    from availability.db.engine import libpq_url
+
+    if not events:
+        return
+    in_redis = {e for e in events if await cache.bookmakers_of(e)}
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), connect_timeout=5) as conn:
+        cur = await conn.execute("SELECT DISTINCT event_id FROM availability_snapshots WHERE event_id = ANY(%s)",
+                                 (list(events),))
+        in_postgres = {row[0] for row in await cur.fetchall()}
+    unknown = sorted(set(events) - in_redis - in_postgres)
+    if unknown:
+        raise ConfigError(f"--event {', '.join(map(str, unknown))}: stored neither in Redis (prefix "
+                          f"{cache.keys.prefix!r}) nor in PostgreSQL; check the event id and --prefix")
+
+
 # ---------------------------------------------------------------- operator commands: inspect, stats, keys, demo
 # The logic is in availability.ops and availability.demo; these only wire options.
+
+
+class _TrimmedLines(io.TextIOBase):
+    """A text stream that drops the spaces rich pads each line with: a pipe or a
+    file gets lines as long as their text, not as wide as the table."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._out.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _stdout_console() -> Any:
     from rich.console import Console
 
-    # a pipe or a file gets full lines, not an 80-column guess
-    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
+    if sys.stdout.isatty():
+        return Console(highlight=False, emoji=False)
+    # a pipe or a file gets whole lines (no 80-column guess), without trailing padding
+    return Console(highlight=False, emoji=False, width=200, file=_TrimmedLines(sys.stdout))
 
 
 def _echo_json(data: Any) -> None:
@@ -415,7 +562,7 @@ def inspect(app: App, event: int, bookmaker: str | None, as_json: bool) -> None:
 
     async def main() -> Any:
         async with app.cache(check=False) as cache:
-            await ops.check_deployment(cache)
+            await _existing_deployment(app, cache)
             return await ops.inspect_event(cache, event, bookmaker)
 
     report = app.run(main)
@@ -443,7 +590,7 @@ def stats(app: App, as_json: bool, samples: int) -> None:
 
     async def main() -> Any:
         async with app.cache(check=False) as cache:
-            await ops.check_deployment(cache)
+            await _existing_deployment(app, cache)
             return await ops.shard_stats(cache, memory_samples=samples)
 
     report = app.run(main)
@@ -511,13 +658,14 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
 
     from rich.console import Console
 
-    import sqlalchemy.exc
-
     from availability import demo as demo_mod
-    from availability.errors import ServerStartError
 
     app: App = ctx.obj
     settings = app.settings
+    if settings.redis_url:
+        _ = app.redis_url  # checked for form before any server starts
+    if settings.database_url:
+        _ = app.database_url
     root = ctx.find_root().params
     # the demo's own output is the progress line and the report; logs only when asked for
     explicit_level = root.get("log_level") or os.environ.get("AVAILABILITY_LOG_LEVEL")
@@ -559,20 +707,8 @@ def demo(ctx: click.Context, events: int, cycles: int, workers: int, flushers: i
     try:
         report = demo_mod.run(options, settings.redis_url, settings.database_url, show=display,
                               keep=kept if keep else None)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise Unreachable(f"cannot reach Redis at {redact_url(settings.redis_url or '')}: {_one_line(exc)}") from None
-    except (psycopg.OperationalError, sqlalchemy.exc.OperationalError) as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(settings.database_url or '')}: "
-                          f"{_one_line(cause)}") from None
-    except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError) as exc:
-        raise Failure(f"PostgreSQL: {_one_line(exc)}") from None
-    except (ConfigurationError, ServerStartError) as exc:  # bad options, or no server binaries to start
-        raise ConfigError(_one_line(exc)) from None
-    except AvailabilityError as exc:
-        raise Failure(_one_line(exc)) from None
     except KeyboardInterrupt:
-        raise Failure("interrupted: every server and process the demo started was stopped") from None
+        raise Interrupted("interrupted: every server and process the demo started was stopped") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         display.stop()
@@ -633,8 +769,8 @@ async def _reader(app: App, *, redis: bool, postgres: bool, bookmakers: tuple[st
         if redis:
             cache = await stack.enter_async_context(app.cache(check=False))
             if not await ops.check_deployment(cache):
-                raise Failure(f"prefix {app.settings.prefix!r}: no deployment in Redis; "
-                              f"check --prefix, or read PostgreSQL with --source postgres")
+                raise ConfigError(f"prefix {app.settings.prefix!r}: no deployment in Redis; "
+                                  f"check --prefix, or read PostgreSQL with --source postgres")
         if database_url is not None:
             await _ping_database(database_url)
         reader = AvailabilityReader(cache, database_url, home_bookmaker=app.settings.home_bookmaker,
@@ -785,11 +921,70 @@ def timeline(app: App, event: int, out: str | None, png: str | None, markets: li
         click.echo(f"wrote {png}")
 
 
+def _redis_message(exc: BaseException, url: str) -> click.ClickException | None:
+    """Redis errors that mean bad configuration rather than an outage."""
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    text = _one_line(exc)
+    has_password = bool(url) and "@" in url and ":" in url.split("://", 1)[-1].split("@", 1)[0]
+    if isinstance(exc, AuthenticationError) or "NOAUTH" in text or "HELLO must be called" in text:
+        if "WRONGPASS" in text or "invalid password" in text or has_password:
+            return ConfigError(f"Redis at {redact_url(url)} refused the user name or password in the URL")
+        return ConfigError(f"Redis at {redact_url(url)} needs a password: give it in the URL, "
+                           f"e.g. redis://:PASSWORD@host:6379/0 (or redis://USER:PASSWORD@... for an ACL user)")
+    if isinstance(exc, ResponseError) and "DB index is out of range" in text:
+        db = url.rsplit("/", 1)[-1] if url.count("/") >= 3 else "?"
+        return ConfigError(f"--redis-url / REDIS_URL {redact_url(url)!r}: database {db} does not exist on that "
+                           f"server (DB index is out of range)")
+    return None
+
+
+def translate(exc: BaseException, settings: Settings | None = None) -> click.ClickException | None:
+    """The one place where an exception becomes an exit status and one line on stderr.
+
+    2 for usage and configuration errors and unreachable servers (nothing was
+    checked, so a monitoring script can tell that from a finding), 1 for
+    failures, 130 for Ctrl-C / SIGTERM. None for anything unexpected: a bug
+    keeps its traceback.
+    """
+    import sqlalchemy.exc
+    from redis.exceptions import RedisError
+
+    from availability.errors import ServerStartError
+
+    redis_url = (settings.redis_url if settings else None) or ""
+    database_url = (settings.database_url if settings else None) or ""
+    redis_where = redact_url(redis_url) if redis_url else "the embedded server"
+    database_where = redact_url(database_url) if database_url else "the embedded server"
+    if isinstance(exc, click.ClickException):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted")
+    if isinstance(exc, RedisError):
+        known = _redis_message(exc, redis_url)
+        if known is not None:
+            return known
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+            return Unreachable(f"cannot reach Redis at {redis_where}: {_one_line(exc)}")
+        return Failure(f"Redis: {_one_line(exc)}")
+    if isinstance(exc, sqlalchemy.exc.OperationalError) or isinstance(exc, psycopg.OperationalError):
+        cause = getattr(exc, "orig", None) or exc
+        return Unreachable(f"cannot reach PostgreSQL at {database_where}: {_one_line(cause)}")
+    if isinstance(exc, (psycopg.Error, sqlalchemy.exc.SQLAlchemyError)):
+        return Failure(f"PostgreSQL: {_one_line(exc)}")
+    if isinstance(exc, (ConfigurationError, ServerStartError)):  # bad settings, or no server binaries to start
+        return ConfigError(_one_line(exc))
+    if isinstance(exc, (CacheNotReady, AvailabilityError)):
+        return Failure(_one_line(exc))
+    return None
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point.
 
     Every expected error is one line on stderr: click's usage errors too
-    (``Error: No such option: --prefx (availability demo --help)``), exit 2."""
+    (``Error: No such option: --prefx (availability demo --help)``), exit 2;
+    see :func:`translate` for the rest."""
     try:
         # without standalone mode, click returns the code of --help/--version/ctx.exit
         code = cli.main(args=argv, prog_name="availability", standalone_mode=False)
@@ -798,12 +993,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
         message = redact_text(" ".join(exc.format_message().split()))
         click.echo(f"Error: {message} (see '{where} --help')", err=True)
         raise SystemExit(exc.exit_code) from None
+    except click.Abort as exc:  # click's own wrapping of KeyboardInterrupt (and EOF at a prompt)
+        interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+        click.echo("Error: interrupted" if interrupted else "Error: aborted", err=True)
+        raise SystemExit(130 if interrupted else 1) from None
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
-    except click.Abort:
-        click.echo("Error: aborted", err=True)
-        raise SystemExit(1) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

@@ -41,6 +41,15 @@ class InvalidScrape(_FieldError, AvailabilityError, ValueError):
     is raised for a scrape-level error, or for any error with ``strict=True``."""
 
 
+class InvalidRead(AvailabilityError, ValueError):
+    """A read (``get_snapshot``, ``get_snapshots``) named an event id or bookmaker
+    that cannot exist, e.g. the string ``"1234"`` for the event 1234; nothing was read.
+
+    Not an :class:`InvalidScrape`: no scrape was involved, and a caller that
+    handles refused scrapes must not mistake a bad read for one.
+    """
+
+
 class KeyCollision(InvalidScrape):
     """Two different markets of one scrape share a market key ``(betpawa_market_id, line)``.
 

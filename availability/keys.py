@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from availability.errors import ConfigurationError, InvalidScrape
+from availability.errors import ConfigurationError, InvalidRead, InvalidScrape
 
 DEFAULT_PREFIX = "av"
 DEFAULT_SHARDS = 16
@@ -75,20 +75,24 @@ def _shown(value: object) -> str:
     return text if len(text) <= 80 else f"{text[:80]}..."
 
 
-def validate_event_id(event_id: object) -> int:
-    """A non-zero integer with ``|event_id| <= 2**53 - 1`` (negative for competitor-only events)."""
+def validate_event_id(event_id: object, *, reading: bool = False) -> int:
+    """A non-zero integer with ``|event_id| <= 2**53 - 1`` (negative for competitor-only events).
+
+    Raises :class:`InvalidScrape`, or :class:`InvalidRead` when ``reading``."""
     if (isinstance(event_id, bool) or not isinstance(event_id, int) or event_id == 0
             or not -MAX_EVENT_ID <= event_id <= MAX_EVENT_ID):
-        raise InvalidScrape(
+        raise (InvalidRead if reading else InvalidScrape)(
             f"event_id: expected a non-zero integer from -(2**53 - 1) to 2**53 - 1, got {_shown(event_id)}"
         )
     return event_id
 
 
-def validate_bookmaker(bookmaker: object) -> str:
-    """A slug of 1 to 40 characters: a-z, 0-9, ``_``, ``-``, starting with a letter or digit."""
+def validate_bookmaker(bookmaker: object, *, reading: bool = False) -> str:
+    """A slug of 1 to 40 characters: a-z, 0-9, ``_``, ``-``, starting with a letter or digit.
+
+    Raises :class:`InvalidScrape`, or :class:`InvalidRead` when ``reading``."""
     if not isinstance(bookmaker, str) or not _BOOKMAKER_RE.fullmatch(bookmaker):
-        raise InvalidScrape(
+        raise (InvalidRead if reading else InvalidScrape)(
             f"bookmaker: expected a lowercase slug like 'betpawa' (a-z, 0-9, '_', '-', at most 40), "
             f"got {_shown(bookmaker)}"
         )

@@ -144,6 +144,10 @@ class _StderrLoggerFactory:
 
 _HANDLER_NAME = "availability.logs"
 
+# Loggers of other libraries that are noisy at INFO: alembic announces each of its
+# plugins ("setup plugin alembic.autogenerate.schemas") on every command.
+_CHATTY = ("alembic.runtime.plugins",)
+
 
 def configure_logging(level: str | int = "INFO", json: bool = False, *, stream: TextIO | None = None) -> None:
     """Configure structlog and the standard ``logging`` module; call once at start-up.
@@ -195,6 +199,8 @@ def configure_logging(level: str | int = "INFO", json: bool = False, *, stream: 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
+    for name in _CHATTY:  # their INFO lines say nothing an operator needs; DEBUG shows them again
+        logging.getLogger(name).setLevel(logging.NOTSET if number <= logging.DEBUG else max(number, logging.WARNING))
 
 
 class LibraryLogger:

@@ -128,5 +128,16 @@ REJECTIONS = Counter(
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve ``/metrics`` for :data:`REGISTRY` on ``addr:port`` from a daemon thread."""
-    start_http_server(port, addr=addr, registry=REGISTRY)
+    """Serve ``/metrics`` for :data:`REGISTRY` on ``addr:port`` from a daemon thread.
+
+    Raises:
+        ConfigurationError: the port cannot be bound (in use, or privileged);
+            the message names the port, so an operator sees which one.
+    """
+    from availability.errors import ConfigurationError
+
+    try:
+        start_http_server(port, addr=addr, registry=REGISTRY)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigurationError(f"--metrics-port: cannot serve metrics on {addr}:{port}: {reason}") from None

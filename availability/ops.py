@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from availability import streams
-from availability.cache import MarketCache, snapshot_from_hashes
+from availability.cache import MarketCache
 from availability.keys import KeySchema, validate_bookmaker, validate_event_id
 from availability.model import CachedSnapshot, format_ts, key_to_field, market_to_dict, parse_ts
 
@@ -54,27 +54,29 @@ async def inspect_event(cache: MarketCache, event_id: int, bookmaker: str | None
     is empty when nothing is cached.
     """
     validate_event_id(event_id)
-    bookmakers = [validate_bookmaker(bookmaker)] if bookmaker else await cache.bookmakers_of(event_id)
+    wanted = [validate_bookmaker(bookmaker)] if bookmaker else None
+    undecodable: list[tuple[int, str, str, str]] = []
+    snapshots = await cache.get_snapshots([event_id], wanted, undecodable=undecodable)
     out: list[dict[str, Any]] = []
-    for b in bookmakers:
-        keys = cache.keys
-        meta = await cache.client.hgetall(keys.meta(event_id, b))
-        markets = await cache.client.hgetall(keys.markets(event_id, b))
-        stamps = await cache.client.hgetall(keys.unavailable(event_id, b))
-        if not meta and not markets:
-            continue
-        undecodable: list[tuple[int, str, str, str]] = []
-        snapshot = snapshot_from_hashes(event_id, b, meta, markets, stamps, undecodable)
-        removed = meta.get(b"removed_at")
-        entry = _snapshot_dict(snapshot, removed.decode() if removed else None, keys)
-        entry["undecodable"] = [{"key": field, "error": error} for _, _, field, error in undecodable]
+    for (_, b), snapshot in sorted(snapshots.items()):
+        entry = _snapshot_dict(snapshot, cache.keys)
+        entry["undecodable"] = [{"key": field, "error": error} for _, bm, field, error in undecodable if bm == b]
         out.append(entry)
     return {"event_id": event_id, "snapshots": out}
 
 
-def _snapshot_dict(snapshot: CachedSnapshot, removed_at: str | None, keys: KeySchema) -> dict[str, Any]:
+def display_order(key: tuple[str, float | None]) -> tuple[int, int, str, bool, float]:
+    """How people read market ids: numeric ids as numbers (1, 2, 10, 14, 139),
+    any others after them as text; per id the no-line market first, then by line."""
+    market_id, line = key
+    numeric = market_id.isdigit()
+    return (0 if numeric else 1, int(market_id) if numeric else 0, "" if numeric else market_id,
+            line is not None, line or 0.0)
+
+
+def _snapshot_dict(snapshot: CachedSnapshot, keys: KeySchema) -> dict[str, Any]:
     markets = []
-    for m in snapshot.markets:
+    for m in sorted(snapshot.markets, key=lambda m: display_order(m.key)):
         markets.append({
             "key": key_to_field(m.key),
             **market_to_dict(m),
@@ -88,7 +90,7 @@ def _snapshot_dict(snapshot: CachedSnapshot, removed_at: str | None, keys: KeySc
         "last_scraped_at": _ts(snapshot.last_scraped_at),
         "captured_at": _ts(snapshot.captured_at),
         "last_confirmed_at": _ts(snapshot.last_confirmed_at),
-        "removed_at": removed_at,
+        "removed_at": _ts(snapshot.removed_at),
         "markets_total": len(markets),
         "markets_unavailable": sum(1 for m in markets if not m["is_available"]),
         "markets": markets,
@@ -153,32 +155,24 @@ async def shard_stats(cache: MarketCache, *, memory_samples: int = 20) -> dict[s
     keys = cache.keys
     shards = list(keys.all_shards())
     backlog = await stream_backlog(cache, shards)
-    pipe = cache.client.pipeline(transaction=False)
-    for s in shards:
-        pipe.zrange(keys.snapshots(s), 0, -1)
-        pipe.exists(keys.ready(s))
-    replies = await pipe.execute()
+    index = await cache.shard_index(shards)
     per_shard: list[dict[str, Any]] = []
     all_pairs: list[tuple[int, str]] = []
-    for i, s in enumerate(shards):
-        members = [keys.parse_snapshot_member(m) for m in replies[2 * i]]
+    for s in shards:
+        members, ready = index[s]
         all_pairs += members
-        per_shard.append({"shard": s, "ready": bool(replies[2 * i + 1]), "snapshots": len(members),
+        per_shard.append({"shard": s, "ready": ready, "snapshots": len(members),
                           "events": len({e for e, _ in members}), **backlog[s]})
     # market counts from each snapshot's meta (kept by the apply script)
-    pipe = cache.client.pipeline(transaction=False)
-    for e, b in all_pairs:
-        pipe.hmget(keys.meta(e, b), "markets", "unavailable")
-    counts = await pipe.execute() if all_pairs else []
     by_shard: dict[int, list[int]] = {s: [0, 0] for s in shards}
-    for (e, _), (total, unavailable) in zip(all_pairs, counts):
+    for (e, _), (total, unavailable) in zip(all_pairs, await cache.snapshot_counts(all_pairs)):
         acc = by_shard[keys.shard_of(e)]
-        acc[0] += int(total or 0)
-        acc[1] += int(unavailable or 0)
+        acc[0] += total
+        acc[1] += unavailable
     for row in per_shard:
         row["markets"], row["unavailable"] = by_shard[row["shard"]]
     memory = await _memory_per_market(cache, all_pairs, memory_samples)
-    info = await cache.client.info("memory")
+    used_memory = await cache.memory_used()
     totals = {
         name: sum(row[name] for row in per_shard)
         for name in ("stream_length", "lag", "pending", "dead_letters", "snapshots", "markets", "unavailable")
@@ -191,7 +185,7 @@ async def shard_stats(cache: MarketCache, *, memory_samples: int = 20) -> dict[s
         "prefix": keys.prefix,
         "shards": keys.shards,
         "totals": totals,
-        "memory": {"used_memory": int(info.get("used_memory", 0)), **memory},
+        "memory": {"used_memory": used_memory, **memory},
         "per_shard": per_shard,
         # registered subscriber groups (availability.subscribe): backlog, and shards where they lag
         "subscribers": await subscriber_report(cache.client, keys),
@@ -203,17 +197,9 @@ async def _memory_per_market(cache: MarketCache, pairs: list[tuple[int, str]], s
         return {"bytes_per_market": None, "sampled_snapshots": 0}
     step = max(1, len(pairs) // samples)
     sample = pairs[::step][:samples]
-    keys = cache.keys
-    pipe = cache.client.pipeline(transaction=False)
-    for e, b in sample:
-        for key in (keys.markets(e, b), keys.unavailable(e, b), keys.meta(e, b)):
-            pipe.memory_usage(key, samples=0)
-        pipe.hlen(keys.markets(e, b))
-    replies = await pipe.execute()
-    used = markets = 0
-    for i in range(len(sample)):
-        used += sum(int(x or 0) for x in replies[4 * i : 4 * i + 3])
-        markets += int(replies[4 * i + 3] or 0)
+    measured = await cache.snapshot_memory(sample)
+    used = sum(b for b, _ in measured)
+    markets = sum(m for _, m in measured)
     return {
         "bytes_per_market": round(used / markets) if markets else None,
         "sampled_snapshots": len(sample),
@@ -381,12 +367,12 @@ async def check_deployment(cache: MarketCache) -> bool:
     from availability.errors import ConfigurationError
 
     await cache.client.ping()
-    stored = await cache.client.hget(cache.keys.config(), "shards")
+    stored = await cache.recorded_shards()
     if stored is None:
         return False
-    if int(stored) != cache.keys.shards:
+    if stored != cache.keys.shards:
         raise ConfigurationError(
-            f"shards: the deployment {cache.keys.prefix!r} was created with {int(stored)} shards, "
-            f"not {cache.keys.shards}: pass --shards {int(stored)}"
+            f"shards: the deployment {cache.keys.prefix!r} was created with {stored} shards, "
+            f"not {cache.keys.shards}: pass --shards {stored}"
         )
     return True

@@ -27,7 +27,7 @@ specialised ones listed about half the time), SportyBet and Bet9ja ~72 (62 +
 20); each cycle ~5% of listed markets change odds, ~0.05% toggle suspension,
 and each specialised market leaves or returns with probability 0.15.
 
-Starts a throwaway Redis (availability.servers.RedisServer) unless
+Starts a throwaway Redis (availability.harness.RedisServer) unless
 ``--redis-url`` or ``REDIS_URL`` is given; on a given server it uses a fresh
 random key prefix, never resets its statistics, and deletes its keys at the
 end. Commandstats deltas on a shared server also count other clients' HSET
@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url:
         result = run(args.redis_url, False)
     else:
-        from availability.servers import RedisServer
+        from availability.harness import RedisServer
 
         with RedisServer() as server:
             result = run(server.url, True)

@@ -21,7 +21,7 @@ Printed: rows/s of both and the ratio, for the first cycle (every market new:
 INSERTs) and for the steady cycles (mostly confirmations: UPDATEs). Timings
 are never asserted: these machines are noisy.
 
-Starts a throwaway Redis and PostgreSQL (availability.servers) unless
+Starts a throwaway Redis and PostgreSQL (availability.harness) unless
 ``--redis-url``/``REDIS_URL`` and ``--database-url``/``DATABASE_URL`` are
 given. The database URL is only used to ``CREATE DATABASE`` a scratch
 database, migrated with availability.db.migrate.upgrade and dropped at the
@@ -220,7 +220,7 @@ def redis_server(url: str | None) -> Iterator[tuple[str, bool]]:
     if url:
         yield url, False
         return
-    from availability.servers import RedisServer
+    from availability.harness import RedisServer
 
     with RedisServer() as server:
         yield server.url, True
@@ -230,7 +230,7 @@ def redis_server(url: str | None) -> Iterator[tuple[str, bool]]:
 def scratch_database(admin_url: str | None) -> Iterator[str]:
     """A fresh database migrated to head, on the given server or a throwaway one; dropped afterwards."""
     from availability.db.migrate import upgrade
-    from availability.servers import PostgresServer, create_database, drop_database
+    from availability.harness import PostgresServer, create_database, drop_database
 
     with contextlib.ExitStack() as stack:
         if not admin_url:

@@ -64,6 +64,14 @@ FAULT_KINDS = ("worker_kill", "flusher_kill", "redis_stop_cont", "redis_kill_aof
 BAD_KINDS = ("long_id", "nul_name", "nul_outcome", "nul_group", "lone_surrogate", "raw_garbage_payload")
 
 
+def _starts_logged(path: Path) -> int:
+    """How many times a flusher logging to ``path`` got as far as ``flusher.start``."""
+    try:
+        return path.read_text(errors="replace").count("flusher.start")
+    except OSError:
+        return 0
+
+
 # ---------------------------------------------------------------- worker processes
 
 
@@ -159,7 +167,7 @@ class Chaos:
 
     def start_servers(self) -> None:
         from availability.db.migrate import upgrade
-        from availability.servers import PostgresServer, RedisServer
+        from availability.harness import PostgresServer, RedisServer
 
         self.redis = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always")).start()
         # Production durability: the test harness's default (synchronous_commit off) loses
@@ -182,12 +190,15 @@ class Chaos:
     def start_flusher(self, index: int) -> None:
         env = {**os.environ, "REDIS_URL": self.redis.url, "DATABASE_URL": self.pg.url,
                "AVAILABILITY_PREFIX": PREFIX, "AVAILABILITY_SHARDS": str(SHARDS)}
-        log = open(self.tmp / f"flusher{index}.log", "a")
+        path = self.tmp / f"flusher{index}.log"
+        log = open(path, "a")
         proc = subprocess.Popen(
             [sys.executable, "-m", "availability", "flush", "--batch-size", "50", "--claim-idle-ms", "2000",
              "--block-ms", "200", "--consumer", f"chaos-flusher-{index}-{time.monotonic_ns()}"],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         proc.started = time.monotonic()  # type: ignore[attr-defined]
+        proc.log_path = path  # type: ignore[attr-defined]
+        proc.starts_before = _starts_logged(path)  # type: ignore[attr-defined]
         if index < len(self.flushers):
             self.flushers[index] = proc
         else:
@@ -331,7 +342,7 @@ class Chaos:
     # -- the run
 
     async def run(self) -> dict[str, Any]:
-        from availability.feed import Feed, FeedConfig
+        from availability.demo.feed import Feed, FeedConfig
         from availability.model import market_to_dict, to_micros
 
         a = self.args
@@ -413,8 +424,13 @@ class Chaos:
                 break
             await asyncio.sleep(0.1)
         for proc in self.flushers:
-            # one restarted a moment ago may not have installed its signal handler yet
-            await asyncio.sleep(max(0.0, proc.started + 3.0 - time.monotonic()))  # type: ignore[attr-defined]
+            # one restarted a moment ago may not have installed its signal handler yet: wait
+            # until it logged flusher.start (its handler is installed before), however slow
+            # the machine is, or until it ended by itself
+            deadline = time.monotonic() + 60
+            while (proc.poll() is None and time.monotonic() < deadline
+                   and _starts_logged(proc.log_path) <= proc.starts_before):  # type: ignore[attr-defined]
+                await asyncio.sleep(0.1)
             proc.send_signal(signal.SIGTERM)
         for i, proc in enumerate(self.flushers):
             try:

@@ -1,7 +1,7 @@
 """The real-server test harness: Redis and PostgreSQL, never mocks.
 
 By default the suite starts its own throwaway servers (once per session, on
-free ports; see :mod:`availability.servers`). Set ``REDIS_URL`` and/or
+free ports; see :mod:`availability.harness`). Set ``REDIS_URL`` and/or
 ``DATABASE_URL`` to use running servers instead; ``DATABASE_URL`` must let us
 ``CREATE DATABASE``. Tests on a shared server stay isolated:
 
@@ -22,10 +22,11 @@ Fixtures:
 ``empty_database_url``      function  URL of a fresh database with no schema
 ``key_prefix``              function  unique key prefix, e.g. ``t1a2b3c4d``
 ``redis_client``            function  ``redis.asyncio.Redis`` on ``redis_url``
+``cache``                   function  a warm ``MarketCache`` under ``key_prefix`` (module's ``SHARDS``)
 ``fresh_redis``             function  a dedicated :class:`RedisServer` (restart / stop it)
 ``fresh_postgres``          function  a dedicated :class:`PostgresServer` (stop / start it),
                                       unmigrated: ``migrate.upgrade(fresh_postgres.url)``
-``redis_cluster``           session   a 3-master :class:`RedisCluster` (skipped without redis-cli)
+``redis_cluster``           session   a 3-master :class:`RedisClusterServer` (skipped without redis-cli)
 ==========================  ========  =====================================================
 """
 
@@ -37,11 +38,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from factory import warm_cache
+
+from availability.cache import MarketCache
 
 from availability.errors import ServerStartError
-from availability.servers import (
+from availability.keys import DEFAULT_SHARDS
+from availability.harness import (
     PostgresServer,
-    RedisCluster,
+    RedisClusterServer,
     RedisServer,
     create_database,
     drop_database,
@@ -107,6 +112,13 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
 
 
 @pytest.fixture
+async def cache(request: pytest.FixtureRequest, redis_client: aioredis.Redis, key_prefix: str) -> MarketCache:
+    """A warm :class:`MarketCache` under ``key_prefix`` (see :func:`factory.warm_cache`),
+    with the test module's ``SHARDS`` (16 when it sets none); its keys go with ``redis_client``'s."""
+    return await warm_cache(redis_client, key_prefix, getattr(request.module, "SHARDS", DEFAULT_SHARDS))
+
+
+@pytest.fixture
 def fresh_redis() -> Iterator[RedisServer]:
     """A Redis server of this test's own, for tests that restart or stop it.
 
@@ -118,13 +130,13 @@ def fresh_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
+def redis_cluster() -> Iterator[RedisClusterServer]:
     """A 3-master Redis Cluster for the session; the test is skipped if ``redis-cli`` is missing."""
     try:
         find_redis_cli(find_redis_server())
     except ServerStartError as exc:
         pytest.skip(str(exc))
-    with RedisCluster() as cluster:
+    with RedisClusterServer() as cluster:
         yield cluster
 
 

@@ -3,33 +3,20 @@ scrapes applied through MarketCache, flushed to PostgreSQL by the Flusher."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+
+from factory import at, cached_market
 
 from availability.cache import MarketCache
 from availability.flusher import Flusher
 from availability.model import CachedMarket
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
 def market(market_id: str, line: float | None = None, odds: float = 1.85, name: str | None = None) -> CachedMarket:
-    return CachedMarket(
-        betpawa_market_id=market_id,
-        betpawa_market_name=name or f"Market {market_id}",
-        line=line,
-        handicap_type=None if line is None else "handicap",
-        handicap_home=line,
-        handicap_away=None if line is None else -line,
-        outcomes=[{"name": "Home", "odds": odds, "is_active": True},
-                  {"name": "Away", "odds": 2.05, "is_active": True}],
-        market_groups=None,
-    )
+    return cached_market(market_id, line, name=name, outcomes=[("Home", odds, True), ("Away", 2.05, True)],
+                         handicap_type=None if line is None else "handicap", handicap_home=line,
+                         handicap_away=None if line is None else -line)
 
 
 async def flush(cache: MarketCache, database_url: str) -> None:

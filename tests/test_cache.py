@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -16,10 +16,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from factory import UTC, at
+
 from availability import keys as keys_module
 from availability.cache import MarketCache, Scrape
 from availability.coordinator import EventCoordinator, ScrapeResult
-from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape, ServerStartError
+from availability.errors import CacheNotReady, ConfigurationError, InvalidRead, InvalidScrape, ServerStartError
 from availability.keys import SCHEMA_VERSION, KeySchema
 from availability.model import (
     MarketKey,
@@ -31,18 +33,12 @@ from availability.model import (
     to_micros,
 )
 from availability.records import decode_record
-from availability.servers import find_redis_cli
+from availability.harness import find_redis_cli
 from reference import ReferenceCache, outcome_of
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 EVENT = 1234
 BM = "betpawa"
-
-
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
 
 
 def mk(market_id: str = "18", line: Any = 2.5, odds: float = 1.85, *, name: str = "Over/Under", **extra: Any) -> dict:
@@ -65,13 +61,6 @@ ONE_X_TWO = {
     "line": None,
     "outcomes": [{"name": "1", "odds": 2.1}, {"name": "X", "odds": 3.2}, {"name": "2", "odds": 3.6}],
 }
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix) -> MarketCache:
-    cache = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
-    await cache.mark_ready()
-    return cache
 
 
 async def dump(client: aioredis.Redis, prefix: str) -> dict[bytes, Any]:
@@ -329,9 +318,9 @@ async def test_get_snapshots_of_many_events_and_bookmakers(cache):
     assert await cache.bookmakers_of(EVENT + 2) == []
     shard = cache.keys.shard_of(EVENT)
     assert (EVENT, BM) in await cache.list_snapshots(shard)
-    with pytest.raises(InvalidScrape, match="event_id"):
+    with pytest.raises(InvalidRead, match="event_id"):  # a read error, not a refused scrape
         await cache.get_snapshots([0])
-    with pytest.raises(InvalidScrape, match="bookmaker"):
+    with pytest.raises(InvalidRead, match="bookmaker"):
         await cache.get_snapshot(EVENT, "Bet Pawa")
 
 

@@ -13,19 +13,19 @@ import hashlib
 import itertools
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from factory import T0
+
 from availability.cache import MarketCache, Scrape
 from availability.records import decode_record
 from reference import ReferenceCache, outcome_of
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 EVENTS = [11, 12]
 BOOKMAKERS = ["betpawa", "sportybet"]
 SHARDS = 2

@@ -19,11 +19,13 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from factory import T0
 
 from availability.cache import MarketCache, Scrape
 from availability.model import field_to_key, from_micros, to_micros
@@ -32,8 +34,6 @@ from reference import Expected, ReferenceCache, outcome_of
 
 pytestmark = pytest.mark.slow
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WORKERS = 8
 SHARDS = 4
 EVENTS = [501, 502, 503, 504, 505, 506]

@@ -11,17 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from factory import T0
+
 from availability.cache import MarketCache
 from availability.demo import render_report
-from availability.servers import free_port
+from availability.harness import free_port
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 EVENT = 1234  # shard 2 of 16
 
 
@@ -59,14 +59,6 @@ ONE_X_TWO = market("1", None, "1X2", [("1", 2.1), ("X", 3.3), ("2", 3.6)])
 OVER_UNDER = market("18", 2.5, "Over/Under", [("Over", 1.85), ("Under", 1.95)])
 HANDICAP_ZERO = market("16", 0.0, "Asian Handicap", [("1", 1.9), ("2", 1.9)])
 SUSPENDED = market("11", None, "Both Teams To Score", [("Yes", 1.7), ("No", 2.05)], active=False)
-
-
-@pytest.fixture
-async def cache(redis_url: str, key_prefix: str, redis_client) -> MarketCache:
-    """A warm cache under this test's prefix (its keys are deleted afterwards)."""
-    cache = MarketCache(redis_client, prefix=key_prefix)
-    await cache.mark_ready()
-    return cache
 
 
 @pytest.fixture
@@ -256,6 +248,11 @@ def test_demo_runs_end_to_end_and_verifies_clean(redis_url: str, database_url: s
     assert scrapes["applied"] > 0 and scrapes["stale"] > 0  # the slow worker's late and duplicate deliveries
     assert scrapes["results"] == sum(scrapes[k] for k in ("applied", "stale", "failed_fetches", "ignored_empty"))
     assert scrapes["invalid"] == scrapes["errors"] == scrapes["cold"] == 0
+    # every row delivered is accounted for: a market of an applied scrape, merged into one, or refused as stale
+    assert scrapes["market_observations"] == (scrapes["markets_new"] + scrapes["markets_changed"]
+                                              + scrapes["markets_unchanged"] + scrapes["rows_merged"]
+                                              + scrapes["rows_in_stale_scrapes"]) > 0
+    assert scrapes["rows_merged"] > 0 and scrapes["rows_in_stale_scrapes"] > 0
     pg, transitions = report["postgres"], report["transitions"]
     assert pg["market_odds"] > 0 and pg["competitor_market_odds"] > 0
     assert pg["market_availability_history"] == transitions["became_unavailable"] + transitions["became_available"]
@@ -272,6 +269,8 @@ def test_demo_runs_end_to_end_and_verifies_clean(redis_url: str, database_url: s
     text = console.export_text()
     for label in ("scrapes", "transitions", "flush", "postgres", "expected", "verify", "timings"):
         assert f"\n  {label}" in text
+    assert (f"{scrapes['market_observations']:,} rows delivered = {scrapes['markets_new']:,} new + "
+            f"{scrapes['markets_changed']:,} odds changed + {scrapes['markets_unchanged']:,} unchanged") in text
     assert text.rstrip().endswith("OK")
 
 
@@ -339,12 +338,39 @@ def test_ctrl_c_stops_every_server_and_process_the_demo_started() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1
+    assert proc.returncode == 130  # as a shell reports SIGINT
     assert "interrupted" in err and "Traceback" not in err, err
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in seen) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in seen if _alive(p)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_children_still_start_prints_no_traceback_of_theirs(redis_url: str, database_url: str,
+                                                                          key_prefix: str, redis_client) -> None:
+    """Ctrl-C reaches the whole process group, children that are still importing
+    included: they must not each print a ``KeyboardInterrupt`` traceback."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
+    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
+    proc = subprocess.Popen([sys.executable, "-m", "availability", "--prefix", key_prefix, "demo", "--events", "4",
+                             "--cycles", "50", "--workers", "4", "--flushers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, process_group=0)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _descendants(proc.pid):  # the first child was spawned
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted" in err
 
 
 # ---------------------------------------------------------------- flush with metrics

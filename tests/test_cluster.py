@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from factory import T0
 
 from availability.cache import MarketCache, Scrape
 from availability.errors import CacheNotReady, ConfigurationError
@@ -33,8 +35,6 @@ from reference import ReferenceCache, outcome_of
 
 pytestmark = pytest.mark.slow
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 16
 BOOKMAKERS = ("betpawa", "sportybet", "bet9ja")
 # three events per shard: every shard, and so every master, gets keys

@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from factory import T0, UTC
+
 from availability.db.convert import (
     MARKET_FIELDS,
     dict_to_row,
@@ -23,8 +25,6 @@ from availability.db.models import CompetitorMarketOdds, MarketOdds
 from availability.errors import InvalidScrape
 from availability.model import CachedMarket
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LAGOS = timezone(timedelta(hours=1))
 TIMES = dict(captured_at=T0 - timedelta(minutes=10), last_confirmed_at=T0, scraped_at=T0)
 

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-import pytest
 from structlog.testing import capture_logs
 
-from availability.cache import MarketCache
+from factory import T0, UTC
+
 from availability.coordinator import EventCoordinator, ScrapeResult
 from availability.errors import InvalidScrape
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+SHARDS = 4  # the conftest ``cache`` fixture builds the cache with the module's SHARDS
 
 
 def mk(market_id: str, line: float | None = None, odds: float = 1.85) -> dict:
     return {"betpawa_market_id": market_id, "betpawa_market_name": f"Market {market_id}", "line": line,
             "outcomes": [{"name": "Home", "odds": odds, "is_active": True}]}
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    cache = MarketCache(redis_client, prefix=key_prefix, shards=4)
-    await cache.mark_ready()
-    return cache
 
 
 async def test_a_dict_with_a_missing_or_unknown_key_is_its_own_invalid_outcome(cache):

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 from structlog.testing import capture_logs
 
+from factory import T0, UTC
+
 from availability.detection import detect_availability_changes, get_market_key
 from availability.errors import InvalidMarketKey, InvalidScrape
 from availability.model import CachedMarket, MarketKey
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
 T2 = T0 + timedelta(minutes=10)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from availability.errors import ServerStartError
-from availability.servers import (
+from availability.harness import (
     IGNORE_SYSTEM_SERVERS,
     PostgresServer,
     RedisServer,

@@ -5,12 +5,13 @@ Real Redis (the Lua scripts) and, for the flush and warm-up, real PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 from redis.exceptions import ResponseError
+
+from factory import T0, UTC, at, cached_market
 
 from availability.cache import MarketCache, Scrape
 from availability.errors import InvalidScrape
@@ -21,25 +22,11 @@ from availability.records import decode_record
 from availability.verify import verify
 from availability.warm import warm
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
 def market(market_id: str, line: float | None = None, odds: float = 1.85) -> CachedMarket:
-    return CachedMarket(market_id, f"Market {market_id}", line, None, None, None,
-                        [{"name": "Home", "odds": odds, "is_active": True}], None)
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    cache = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
-    await cache.mark_ready()
-    return cache
+    return cached_market(market_id, line, outcomes=[("Home", odds, True)])
 
 
 # ---------------------------------------------------------------- removed_at

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+
+from factory import at, cached_market
 
 from availability import metrics
 from availability.cache import MarketCache
@@ -25,31 +26,16 @@ from availability.verify import verify
 from availability.warm import warm
 from streams import pending
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
 def market(market_id: str, line: float | None = None, odds: float = 1.85) -> CachedMarket:
-    return CachedMarket(market_id, f"Market {market_id}", line, None, None, None,
-                        [{"name": "Yes", "odds": odds, "is_active": True}, {"name": "No", "odds": 1.9, "is_active": True}],
-                        ["main"])
+    return cached_market(market_id, line, outcomes=[("Yes", odds, True), ("No", 1.9, True)], groups=["main"])
 
 
 def rows(database_url: str, sql: str, *params) -> list[tuple]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    cache = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
-    await cache.mark_ready()
-    return cache
 
 
 # ---------------------------------------------------------------- 1. poison rows
@@ -323,7 +309,7 @@ def test_migrate_is_safe_from_several_processes_at_once(empty_database_url):
 
 async def test_two_demos_cannot_claim_one_prefix_or_database(redis_url, redis_client, key_prefix, database_url):
     """Defect 13: two demos started at once on one prefix and database both ran."""
-    from availability.demo import DemoOptions, _claim_database, _refuse_used_prefix
+    from availability.demo.pipeline import DemoOptions, _claim_database, _refuse_used_prefix
     from availability.errors import ConfigurationError
 
     options = DemoOptions(prefix=key_prefix)

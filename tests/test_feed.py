@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from availability.feed import CATALOG, Feed, FeedConfig
+from availability.demo.feed import CATALOG, Feed, FeedConfig
 from availability.model import coerce_market, encode_market, market_key, merge_markets
 
 CYCLES = range(6)
@@ -38,7 +38,7 @@ def test_same_seed_same_scrapes_in_any_order_and_any_process() -> None:
     assert _digest(one, 3) == later_first
     assert _digest(one, 2) != later_first
     assert _digest(Feed(FeedConfig(seed=6, events=10)), 3) != later_first
-    code = ("from availability.feed import Feed, FeedConfig; import hashlib, pickle; f = Feed(FeedConfig(seed=5, "
+    code = ("from availability.demo.feed import Feed, FeedConfig; import hashlib, pickle; f = Feed(FeedConfig(seed=5, "
             "events=10)); print(hashlib.sha256(pickle.dumps([(r.event_id, r.bookmaker, r.scraped_at, r.markets, "
             "r.error, r.complete) for r in f.scrapes(3)])).hexdigest())")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -7,13 +7,14 @@ flusher reads are exactly what production writes.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
 
 import msgpack
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 from structlog.testing import capture_logs
+
+from factory import at, cached_market
 
 from availability import metrics
 from availability.cache import MarketCache
@@ -22,36 +23,13 @@ from availability.model import CachedMarket, encode_market
 from availability.verify import verify
 from streams import pending
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
 def market(market_id: str, line: float | None = None, odds: float = 1.85, *, name: str | None = None) -> CachedMarket:
-    return CachedMarket(
-        betpawa_market_id=market_id,
-        betpawa_market_name=name or f"Market {market_id}",
-        line=line,
-        handicap_type=None if line is None else "total",
-        handicap_home=line,
-        handicap_away=None if line is None else -line,
-        outcomes=[
-            {"name": "Over", "odds": odds, "is_active": True},
-            {"name": "Under", "odds": 1.95, "is_active": True},
-        ],
-        market_groups=["main"],
-    )
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    cache = MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
-    await cache.mark_ready()
-    return cache
+    return cached_market(market_id, line, name=name, outcomes=[("Over", odds, True), ("Under", 1.95, True)],
+                         handicap_type=None if line is None else "total", handicap_home=line,
+                         handicap_away=None if line is None else -line, groups=["main"])
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -20,6 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from psycopg.rows import dict_row
+
+from factory import at, cached_market
 
 from availability.cache import MarketCache
 from availability.db.migrate import upgrade
@@ -32,28 +33,13 @@ from availability.warm import warm
 
 pytestmark = pytest.mark.slow
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 BOOKMAKERS = ("betpawa", "sportybet")
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
 def market(market_id: str, line: float | None = None, odds: float = 1.85) -> CachedMarket:
-    return CachedMarket(
-        betpawa_market_id=market_id,
-        betpawa_market_name=f"Market {market_id}",
-        line=line,
-        handicap_type=None if line is None else "total",
-        handicap_home=line,
-        handicap_away=None,
-        outcomes=[{"name": "Over", "odds": odds, "is_active": True},
-                  {"name": "Under", "odds": 1.95, "is_active": odds < 3}],
-        market_groups=["main"],
-    )
+    return cached_market(market_id, line, outcomes=[("Over", odds, True), ("Under", 1.95, odds < 3)],
+                         handicap_type=None if line is None else "total", handicap_home=line, groups=["main"])
 
 
 def offer(event_id: int, cycle: int, size: int = 12) -> list[CachedMarket]:

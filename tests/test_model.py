@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from factory import T0, UTC
+
 from availability.errors import InvalidMarketKey, InvalidScrape, KeyCollision
 from availability.model import (
     CachedMarket,
@@ -34,9 +36,6 @@ from availability.model import (
     to_micros,
     to_utc,
 )
-
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def raw_market(market_id="18", line=2.5, outcomes=None, **extra):

@@ -13,16 +13,17 @@ import json
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
 import availability
+from factory import UTC
+
 from availability.db.models import CompetitorMarketOdds, MarketOdds
 from availability.detection import detect_availability_changes, get_market_key
 from availability.model import CachedMarket
 
-UTC = timezone.utc
 NOW_NAIVE = datetime(2026, 11, 28, 12, 0)  # what datetime.utcnow() returns
 NOW = NOW_NAIVE.replace(tzinfo=UTC)
 

@@ -15,11 +15,10 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from availability.cache import MarketCache
 from availability.coordinator import EventCoordinator
 from availability.db.engine import libpq_url
 from availability.errors import ConfigurationError
-from availability.feed import Feed, FeedConfig
+from availability.demo.feed import Feed, FeedConfig
 from availability.model import MarketKey
 from availability.reader import (
     AVAILABLE,
@@ -30,12 +29,8 @@ from availability.reader import (
     parse_market_filter,
 )
 from availability.verify import verify
-from reading import SHARDS, at, build_event, flush, market
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    return MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
+from reading import SHARDS
+from reading import at, build_event, flush, market
 
 
 @pytest.fixture
@@ -263,13 +258,13 @@ async def test_cli_compare_prints_each_bookmakers_state_from_either_store(built)
     assert [m["key"] for m in gaps["markets"]] == ["1@_", "16@_", "16@0.0", "18@2.5"]
 
 
-async def test_cli_compare_of_an_unknown_event_or_prefix_exits_1(built):
+async def test_cli_compare_of_an_unknown_event_exits_1_and_of_an_unknown_prefix_2(built):
     nothing = run_cli("compare", "99", **built)
     assert nothing.returncode == 1
     assert nothing.stderr.strip() == f"Error: event 99: nothing stored in redis (prefix {built['AVAILABILITY_PREFIX']!r})"
     assert nothing.stdout == ""
     wrong = run_cli("compare", "1", **(built | {"AVAILABILITY_PREFIX": built["AVAILABILITY_PREFIX"] + "x"}))
-    assert wrong.returncode == 1 and "no deployment in Redis" in wrong.stderr
+    assert wrong.returncode == 2 and "no deployment in Redis" in wrong.stderr  # a mistyped --prefix: configuration
 
 
 async def test_cli_history_filters_and_json(built):

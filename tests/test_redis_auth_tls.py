@@ -11,17 +11,17 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import redis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
-from availability.cache import MarketCache
-from availability.servers import RedisServer, free_port
+from factory import T0
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+from availability.cache import MarketCache
+from availability.harness import RedisServer, free_port
+
 MARKETS = [
     {"betpawa_market_id": "1", "betpawa_market_name": "1X2", "line": None,
      "outcomes": [{"name": "1", "odds": 2.1, "is_active": True}, {"name": "2", "odds": 3.2, "is_active": True}]},

@@ -247,9 +247,11 @@ async def test_prune_command(cache, database_url, redis_url, key_prefix):
 
     bad = await asyncio.to_thread(run, "prune", "--older-than", "two weeks")
     assert bad.returncode == 2 and "--older-than: expected a duration like 14d" in bad.stderr, bad.stderr
-    done = await asyncio.to_thread(run, "prune", "--older-than", "14d")
+    done = await asyncio.to_thread(run, "prune", "--older-than", "14d", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)["pruned"]
+    again = await asyncio.to_thread(run, "prune", "--older-than", "14d")  # text unless --json; nothing left
+    assert again.returncode == 0 and again.stdout.startswith("pruned: ") and "events 0" in again.stdout, again.stdout
     assert (report["events"], report["redis_events"], report["rows"]["market_odds"]) == (1, 1, 2)
     assert set(rows_of(database_url, OLD).values()) == {0} and rows_of(database_url, RECENT)["market_odds"] == 2
     assert await cache.bookmakers_of(OLD) == [] and await cache.bookmakers_of(RECENT) == [BM, "sportybet"]

@@ -1,4 +1,4 @@
-"""Embedded servers (availability.servers), the conftest harness, and URL redaction (availability.logs)."""
+"""Embedded servers (availability.harness), the conftest harness, and URL redaction (availability.logs)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from conftest import _delete_prefixed_keys
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from availability import servers as servers_module
+from availability.harness import cluster as cluster_module
 from availability.errors import ServerStartError
 from availability.logs import configure_logging, redact_processor, redact_text, redact_url
-from availability.servers import (
+from availability.harness import (
     PostgresServer,
-    RedisCluster,
+    RedisClusterServer,
     RedisServer,
     create_database,
     drop_database,
@@ -324,7 +324,7 @@ def test_servers_are_stopped_when_the_python_process_is_killed(tmp_path: Path) -
     script = textwrap.dedent(
         """
         import json, os, signal
-        from availability.servers import PostgresServer, RedisServer
+        from availability.harness import PostgresServer, RedisServer
         r = RedisServer().start()
         p = PostgresServer().start()
         print(json.dumps([r.pid, p.pid, str(r.dir), str(p.data_dir)]), flush=True)
@@ -344,7 +344,7 @@ def test_servers_are_stopped_when_the_python_process_is_killed(tmp_path: Path) -
 
 @pytest.mark.slow
 async def test_redis_cluster_serves_keys_across_its_masters() -> None:
-    with RedisCluster(masters=3) as cluster:
+    with RedisClusterServer(masters=3) as cluster:
         assert len(cluster.startup_nodes) == 3
         assert cluster.url == cluster.urls[0]
         client = aioredis.RedisCluster.from_url(cluster.url)
@@ -379,19 +379,19 @@ def test_cluster_ports_never_collide_over_many_draws(monkeypatch: pytest.MonkeyP
     rng = random.Random(13)
     base = 20000 + rng.randrange(5000)
     candidates = [base + layer * 10000 + i for layer in range(3) for i in range(8)]  # bus ports up to base+30007
-    monkeypatch.setattr(servers_module, "free_port", lambda: rng.choice(candidates))
+    monkeypatch.setattr(cluster_module, "free_port", lambda: rng.choice(candidates))
     for draw in range(300):
         count = 3 + draw % 3
-        _assert_no_port_shared(servers_module._cluster_ports(count))
+        _assert_no_port_shared(cluster_module._cluster_ports(count))
         running = rng.choice(candidates)
         taken = {running, running + 10000}
-        _assert_no_port_shared(servers_module._cluster_ports(2, taken), taken)
+        _assert_no_port_shared(cluster_module._cluster_ports(2, taken), taken)
 
 
 def _port_with_free_bus_port() -> int:
     while True:
         port = free_port()
-        if port + 10000 <= 65535 and servers_module._port_is_free(port + 10000):
+        if port + 10000 <= 65535 and cluster_module._port_is_free(port + 10000):
             return port
 
 
@@ -402,15 +402,15 @@ def test_a_cluster_node_that_loses_its_port_to_another_process_starts_on_fresh_p
 ) -> None:
     """The port (or bus port) picked for the first node is taken before it binds: it is started again elsewhere."""
     port = _port_with_free_bus_port()
-    real_free_port, real_port_is_free = servers_module.free_port, servers_module._port_is_free
+    real_free_port, real_port_is_free = cluster_module.free_port, cluster_module._port_is_free
     draws = iter([port])
-    monkeypatch.setattr(servers_module, "free_port", lambda: next(draws, None) or real_free_port())
+    monkeypatch.setattr(cluster_module, "free_port", lambda: next(draws, None) or real_free_port())
     # the bus port was free when it was checked, and is taken by the time the node binds it
-    monkeypatch.setattr(servers_module, "_port_is_free", lambda p: p == port + 10000 or real_port_is_free(p))
+    monkeypatch.setattr(cluster_module, "_port_is_free", lambda p: p == port + 10000 or real_port_is_free(p))
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", port if lost == "port" else port + 10000))
         holder.listen()
-        with RedisCluster(masters=3) as cluster:
+        with RedisClusterServer(masters=3) as cluster:
             ports = [node.port for node in cluster.nodes]
             assert len(ports) == 3 and port not in ports
             _assert_no_port_shared(ports)

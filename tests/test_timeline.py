@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from availability.cache import MarketCache
 from availability.reader import AvailabilityReader
 from availability.timeline import (
     GAP_COLOUR,
@@ -23,7 +22,8 @@ from availability.timeline import (
     render_svg,
     screenshot,
 )
-from reading import SHARDS, at, build_event, flush, market
+import reading
+from reading import at, build_event, flush, market
 
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(
@@ -31,10 +31,7 @@ needs_browser = pytest.mark.skipif(
     reason="no headless Chromium on PATH (Debian: apt-get install chromium): the rendered timeline is not checked",
 )
 
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    return MarketCache(redis_client, prefix=key_prefix, shards=SHARDS)
+SHARDS = reading.SHARDS  # the conftest ``cache`` fixture builds the cache with the module's SHARDS
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ applies); with ``strict=True`` one bad scrape of a batch is its own
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import pytest
 
-from availability.cache import MarketCache, Scrape, _encode
+from factory import T0
+
+from availability.cache import Scrape, _encode
 from availability.errors import ConfigurationError, InvalidMarketKey, InvalidScrape, KeyCollision
 from availability.keys import KeySchema, validate_bookmaker
 from availability.model import (
@@ -27,8 +28,7 @@ from availability.model import (
     shown,
 )
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+SHARDS = 4  # the conftest ``cache`` fixture builds the cache with the module's SHARDS
 
 
 def raw(**changes):
@@ -195,13 +195,6 @@ def test_an_encoding_failure_is_an_invalid_scrape():
 
 
 # ---------------------------------------------------------------- through the cache, against real Redis
-
-
-@pytest.fixture
-async def cache(redis_client, key_prefix):
-    cache = MarketCache(redis_client, prefix=key_prefix, shards=4)
-    await cache.mark_ready()
-    return cache
 
 
 async def test_values_as_bookmakers_send_them_are_stored_normalised(cache):

@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import sys
-from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 from click.testing import CliRunner
+
+from factory import at, cached_market
 
 from availability.cache import MarketCache
 from availability.cli import cli
@@ -21,27 +22,14 @@ from availability.model import CachedMarket, encode_market, key_to_field
 from availability.verify import KINDS, Mismatch, verify
 from availability.warm import warm
 
-UTC = timezone.utc
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHARDS = 4
 
 
-def at(minutes: float) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
 def market(market_id: str, line: float | None = None, odds: float = 1.85) -> CachedMarket:
-    return CachedMarket(
-        betpawa_market_id=market_id,
-        betpawa_market_name=f"Market {market_id}",
-        line=line,
-        handicap_type=None if line is None else "handicap",
-        handicap_home=line,
-        handicap_away=None if line is None else -line,
-        outcomes=[{"name": "Home", "odds": odds, "is_active": True},
-                  {"name": "Away", "odds": 2.05, "is_active": False}],
-        market_groups=None if line is None else ["main", "handicaps"],
-    )
+    return cached_market(market_id, line, outcomes=[("Home", odds, True), ("Away", 2.05, False)],
+                         handicap_type=None if line is None else "handicap", handicap_home=line,
+                         handicap_away=None if line is None else -line,
+                         groups=None if line is None else ["main", "handicaps"])
 
 
 async def populate(cache: MarketCache, database_url: str) -> None:
@@ -220,7 +208,7 @@ async def test_cli_warm_then_verify_clean_then_exit_1_on_each_mismatch(redis_cli
     common = ["--redis-url", redis_url, "--database-url", database_url, "--prefix", key_prefix,
               "--shards", str(SHARDS), "--log-level", "WARNING"]
 
-    code, out, err = await run_cli(*common, "warm")
+    code, out, err = await run_cli(*common, "warm", "--json")
     assert code == 0, err
     assert json.loads(out)["warmed"]["snapshots"] == 4
     code, out, err = await run_cli(*common, "verify")

@@ -1,0 +1,66 @@
+"""What many test files build, defined once: the clock, markets, a warm cache.
+
+* ``UTC``, ``T0`` (2026-11-28 12:00 UTC) and ``at(minutes)``: the suite's clock.
+* :func:`cached_market`: a :class:`CachedMarket` with every field spelled out
+  by keyword, so each test file's ``market()`` says only what makes its
+  markets different (outcome names, groups, handicap fields).
+* :func:`warm_cache`: the cache most tests start from, marked ready; the
+  ``cache`` fixture of ``conftest.py`` builds it with the test module's
+  ``SHARDS`` (16 when the module sets none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from availability.cache import MarketCache
+from availability.keys import DEFAULT_SHARDS
+from availability.model import CachedMarket
+
+__all__ = ["T0", "UTC", "Outcome", "at", "cached_market", "warm_cache"]
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+Outcome = tuple[str, float, bool]
+"""``(name, odds, is_active)``."""
+
+
+def at(minutes: float) -> datetime:
+    """``minutes`` after :data:`T0`."""
+    return T0 + timedelta(minutes=minutes)
+
+
+def cached_market(
+    market_id: str,
+    line: float | None = None,
+    *,
+    outcomes: Sequence[Outcome],
+    name: str | None = None,
+    handicap_type: str | None = None,
+    handicap_home: float | None = None,
+    handicap_away: float | None = None,
+    groups: list[str] | None = None,
+    unavailable_at: datetime | None = None,
+) -> CachedMarket:
+    """A market as the cache stores it; ``name`` defaults to ``"Market <id>"``."""
+    return CachedMarket(
+        betpawa_market_id=market_id,
+        betpawa_market_name=name or f"Market {market_id}",
+        line=line,
+        handicap_type=handicap_type,
+        handicap_home=handicap_home,
+        handicap_away=handicap_away,
+        outcomes=[{"name": n, "odds": odds, "is_active": active} for n, odds, active in outcomes],
+        market_groups=groups,
+        unavailable_at=unavailable_at,
+    )
+
+
+async def warm_cache(client: Any, prefix: str, shards: int = DEFAULT_SHARDS) -> MarketCache:
+    """A :class:`MarketCache` on ``client`` under ``prefix``, every shard marked ready."""
+    cache = MarketCache(client, prefix=prefix, shards=shards)
+    await cache.mark_ready()
+    return cache
