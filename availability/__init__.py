@@ -18,7 +18,7 @@ from availability.errors import (
     InvalidScrape,
     KeyCollision,
 )
-from availability.model import CachedMarket, CachedSnapshot, MarketKey, market_key
+from availability.model import CachedMarket, CachedSnapshot, MarketKey, RejectedMarket, market_key
 
 __all__ = [
     "AvailabilityError",
@@ -34,6 +34,7 @@ __all__ = [
     "KeyCollision",
     "MarketCache",
     "MarketKey",
+    "RejectedMarket",
     "Scrape",
     "ScrapeOutcome",
     "ScrapeResult",

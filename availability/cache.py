@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from availability import metrics
 from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape
 from availability.keys import (
     DEFAULT_PREFIX,
@@ -34,22 +35,22 @@ from availability.model import (
     CachedMarket,
     CachedSnapshot,
     MarketKey,
-    coerce_market,
+    RejectedMarket,
     decode_market,
-    encode_market,
+    encode_checked,
     field_to_key,
     format_ts,
     from_micros,
     key_sort_order,
     key_to_field,
-    merge_markets,
     parse_ts,
+    screen_markets,
     to_micros,
     to_utc,
 )
 from availability.redis_adapter import Script, connection_kwargs, is_cluster
 
-__all__ = ["MarketCache", "Scrape", "ScrapeOutcome"]
+__all__ = ["MarketCache", "RejectedMarket", "Scrape", "ScrapeOutcome"]
 
 log = structlog.get_logger("availability.cache")
 
@@ -63,12 +64,26 @@ ERROR = "error"
 
 
 def _encode(market: CachedMarket, where: str) -> bytes:
-    try:
-        return encode_market(market)
-    except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
-        raise InvalidScrape(
-            f"{where}: market {key_to_field(market.key)}: cannot be encoded: {type(exc).__name__}: {exc}"
-        ) from exc
+    """:func:`availability.model.encode_checked` (kept under its old name)."""
+    return encode_checked(market, where)
+
+
+# Longest validation message a rejection carries into the change record.
+_MAX_REJECTION_MESSAGE = 1000
+# Rejections named one by one in the log line of one scrape (all are counted).
+_LOGGED_REJECTIONS = 10
+
+
+def _rejections_blob(rejected: Sequence[RejectedMarket]) -> bytes:
+    """The ``rejected`` field of the change record: msgpack list of
+    ``[market field or nil, field, value, reason, message]`` (see records.py)."""
+    if not rejected:
+        return b""
+    return msgpack.packb(
+        [[None if r.key is None else key_to_field(r.key), r.field, r.value, r.reason,
+          r.message[:_MAX_REJECTION_MESSAGE]] for r in rejected],
+        use_bin_type=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class Scrape:
     """One scrape of one event at one bookmaker, as handed to :meth:`MarketCache.apply_batch`.
 
     ``complete=False`` marks a partial page: its markets are stored, nothing is
-    stamped. An empty ``markets`` list stamps nothing unless ``confirmed_empty``
+    stamped (a market whose key cannot be read makes a scrape partial too). An empty ``markets`` list stamps nothing unless ``confirmed_empty``
     says the event really has no markets left (a flaky endpoint returning
     ``[]`` must not wipe an event).
     """
@@ -103,6 +118,13 @@ class ScrapeOutcome:
     scrape: nothing changed), ``ignored_empty`` (an empty list without
     ``confirmed_empty``: nothing changed), ``invalid`` or ``error`` (see
     ``error``; nothing written), or ``cold`` (the shard must be warmed first).
+
+    ``rejected`` lists the markets of the scrape that were quarantined (see
+    :class:`~availability.model.RejectedMarket`): not stored, but a market
+    whose key could be read counted as present (never stamped, its last good
+    payload kept). ``partial`` is true when the scrape was applied without
+    stamping anything: the caller said ``complete=False``, or a rejected
+    market's key could not be read (a ``rejected`` entry with ``key=None``).
     """
 
     event_id: int | None
@@ -117,6 +139,8 @@ class ScrapeOutcome:
     stream_id: str | None = None
     last_scraped_at: datetime | None = None
     error: Exception | None = field(default=None, compare=False)
+    rejected: tuple[RejectedMarket, ...] = ()
+    partial: bool = False
 
     @property
     def applied(self) -> bool:
@@ -149,6 +173,8 @@ class _Prepared:
     bookmaker: str | None
     scraped_at: datetime | None
     outcome: ScrapeOutcome | None = None
+    rejected: tuple[RejectedMarket, ...] = ()
+    partial: bool = False
 
 
 class MarketCache:
@@ -265,7 +291,7 @@ class MarketCache:
 
     # ------------------------------------------------------------ validation
 
-    def _prepare(self, scrape: Scrape, mode: str = "scrape") -> _Prepared:
+    def _prepare(self, scrape: Scrape, mode: str = "scrape", strict: bool = False) -> _Prepared:
         try:
             event_id = validate_event_id(scrape.event_id)
             bookmaker = validate_bookmaker(scrape.bookmaker)
@@ -286,30 +312,35 @@ class MarketCache:
             if raw is None or isinstance(raw, (str, bytes, dict)) or not isinstance(raw, Iterable):
                 raise InvalidScrape(f"markets: expected a list of markets, got {raw!r}")
             where = f"event {event_id} at {bookmaker}"
-            markets = [coerce_market(m, f"{where}: markets[{i}]") for i, m in enumerate(raw)]
-            if scrape.confirmed_empty and markets:
+            # one bad market is quarantined (or, strict, refuses the scrape: KeyCollision for
+            # two markets with one key); encoded here, inside the try, so a market that cannot
+            # be encoded never raises out of apply_batch for the whole batch
+            screened = screen_markets(raw, where, strict=strict)
+            if scrape.confirmed_empty and screened.rows:
                 raise InvalidScrape(
-                    f"confirmed_empty: True but {len(markets)} markets were given for {where}"
+                    f"confirmed_empty: True but {screened.rows} markets were given for {where}"
                 )
-            merged = merge_markets(markets)  # KeyCollision (an InvalidScrape): two markets with one key
-            # encoded here, inside the try: a market that cannot be encoded makes this scrape
-            # invalid instead of raising out of apply_batch for the whole batch
-            payloads = [_encode(m, where) for m in merged.values()]
         except InvalidScrape as exc:
             event = scrape.event_id if isinstance(scrape.event_id, int) else None
             bookmaker_ = scrape.bookmaker if isinstance(scrape.bookmaker, str) else None
             return _Prepared(None, None, event, bookmaker_, None,
                              ScrapeOutcome(event, bookmaker_, None, INVALID, error=exc))
+        merged, held, rejected = screened.markets, screened.held, screened.rejected
         if mode == "removed":
             completeness = "empty"
-        elif not markets:
+        elif not screened.rows:
             if not (scrape.confirmed_empty and scrape.complete):
                 return _Prepared(None, None, event_id, bookmaker, scraped_at,
                                  ScrapeOutcome(event_id, bookmaker, scraped_at, IGNORED_EMPTY))
             completeness = "empty"
+        elif not scrape.complete or screened.key_unreadable or not (merged or held):
+            # (no market whose key could be read: applied with none, so the rejections are recorded)
+            completeness = "partial"
         else:
-            completeness = "complete" if scrape.complete else "partial"
-        fields = [key_to_field(k) for k in merged]
+            completeness = "complete"
+        # a held market goes to the script with an empty payload: present, stored payload kept
+        fields = [key_to_field(k) for k in merged] + [key_to_field(k) for k in held]
+        payloads = [screened.payloads[k] for k in merged] + [b""] * len(held)
         head: list[Any] = [
             mode,
             str(event_id),
@@ -320,13 +351,16 @@ class MarketCache:
             str(expire_ms),
             msgpack.packb(fields, use_bin_type=True),
         ]
+        rejected_blob = _rejections_blob(rejected)
         pairs: list[Any] = []
         for field_name, payload in zip(fields, payloads):
             pairs.append(field_name)
             pairs.append(payload)
-        args = [*head, _digest([*head, kickoff_us], pairs), str(len(merged)), *pairs, kickoff_us]
+        args = [*head, _digest([*head, rejected_blob, kickoff_us], pairs), rejected_blob, str(len(fields)), *pairs,
+                kickoff_us]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
-        return _Prepared(keys, args, event_id, bookmaker, scraped_at)
+        return _Prepared(keys, args, event_id, bookmaker, scraped_at, rejected=rejected,
+                         partial=completeness == "partial")
 
     # ------------------------------------------------------------ script calls
 
@@ -349,7 +383,8 @@ class MarketCache:
         if status not in (APPLIED, DUPLICATE, STALE, COLD):
             return ScrapeOutcome(**base, status=ERROR, error=ResponseError(f"unexpected script reply {reply!r}"))
         if status == STALE:
-            return ScrapeOutcome(**base, status=STALE, last_scraped_at=from_micros(int(reply[1])))
+            return ScrapeOutcome(**base, status=STALE, last_scraped_at=from_micros(int(reply[1])),
+                                 rejected=prepared.rejected)
         if status == COLD:
             shard = self.keys.shard_of(prepared.event_id or 0)
             return ScrapeOutcome(
@@ -361,6 +396,8 @@ class MarketCache:
                 ),
             )
         _, new, changed, unchanged, unavailable, available, stream_id = reply
+        if status == APPLIED and prepared.rejected:
+            self._report_rejections(prepared)
         return ScrapeOutcome(
             **base,
             status=status,
@@ -371,6 +408,28 @@ class MarketCache:
             unchanged=int(unchanged),
             stream_id=(stream_id.decode() if isinstance(stream_id, bytes) else stream_id) or None,
             last_scraped_at=prepared.scraped_at,
+            rejected=prepared.rejected,
+            partial=prepared.partial,
+        )
+
+    @staticmethod
+    def _report_rejections(prepared: _Prepared) -> None:
+        """Count (``availability_markets_rejected_total``) and log the markets a
+        scrape quarantined, once, when it is applied (not again for a duplicate)."""
+        bookmaker = prepared.bookmaker or ""
+        for r in prepared.rejected:
+            metrics.MARKETS_REJECTED.labels(bookmaker, r.reason).inc()
+        log.warning(
+            "cache.markets_rejected",
+            event_id=prepared.event_id,
+            bookmaker=bookmaker,
+            rejected=len(prepared.rejected),
+            partial=prepared.partial,
+            markets=[
+                {"key": None if r.key is None else key_to_field(r.key), "field": r.field, "value": r.value,
+                 "reason": r.reason}
+                for r in prepared.rejected[:_LOGGED_REJECTIONS]
+            ],
         )
 
     # ------------------------------------------------------------ public API
@@ -385,16 +444,21 @@ class MarketCache:
         complete: bool = True,
         confirmed_empty: bool = False,
         expires_at: datetime | None = None,
+        strict: bool = False,
         kickoff: datetime | None = None,
     ) -> ScrapeOutcome:
         """Apply one scrape atomically; see :class:`Scrape` for the arguments.
 
-        Raises :class:`InvalidScrape` (nothing written) on bad input and
-        :class:`CacheNotReady` when the shard is cold. A stale scrape is not an
-        error: ``outcome.stale`` is true and nothing changed.
+        A bad market is quarantined (``outcome.rejected``, docs/rules.md): the
+        others are applied. Raises :class:`InvalidScrape` (nothing written) on
+        a bad scrape (event id, bookmaker, times, the market list itself) -- and
+        with ``strict=True`` on any bad market too, :class:`KeyCollision` for
+        two markets with one key -- and :class:`CacheNotReady` when the shard is
+        cold. A stale scrape is not an error: ``outcome.stale`` is true and
+        nothing changed.
         """
         outcome = await self._apply(Scrape(event_id, bookmaker, markets, scraped_at, complete,
-                                           confirmed_empty, expires_at, kickoff))
+                                           confirmed_empty, expires_at, kickoff), strict=strict)
         if outcome.error is not None:
             raise outcome.error
         return outcome
@@ -409,8 +473,8 @@ class MarketCache:
             raise outcome.error
         return outcome
 
-    async def _apply(self, scrape: Scrape, mode: str = "scrape") -> ScrapeOutcome:
-        prepared = self._prepare(scrape, mode)
+    async def _apply(self, scrape: Scrape, mode: str = "scrape", strict: bool = False) -> ScrapeOutcome:
+        prepared = self._prepare(scrape, mode, strict)
         if prepared.outcome is not None:
             return prepared.outcome
         await self.ensure_config()
@@ -420,15 +484,19 @@ class MarketCache:
             reply = exc
         return self._outcome(prepared, reply)
 
-    async def apply_batch(self, scrapes: Iterable[Scrape], *, removed: Iterable[Scrape] = ()) -> list[ScrapeOutcome]:
+    async def apply_batch(
+        self, scrapes: Iterable[Scrape], *, removed: Iterable[Scrape] = (), strict: bool = False
+    ) -> list[ScrapeOutcome]:
         """Apply many scrapes in one pipelined round trip.
 
-        Returns one outcome per scrape, in order. An invalid or failing scrape
-        gets ``status`` ``invalid``/``error``/``cold`` with ``error`` set, and
-        never blocks the others. Connection errors propagate (nothing is known
-        about what was applied; retrying is safe, since replays are stale).
+        Returns one outcome per scrape, in order. Bad markets are quarantined
+        per scrape (``rejected``), as in :meth:`apply_scrape`; an invalid (with
+        ``strict=True``: any bad market) or failing scrape gets ``status``
+        ``invalid``/``error``/``cold`` with ``error`` set, and never blocks the
+        others. Connection errors propagate (nothing is known about what was
+        applied; retrying is safe, since replays are stale).
         """
-        prepared = [self._prepare(s) for s in scrapes]
+        prepared = [self._prepare(s, strict=strict) for s in scrapes]
         prepared += [self._prepare(s, "removed") for s in removed]
         runnable = [p for p in prepared if p.outcome is None]
         replies: dict[int, Any] = {}

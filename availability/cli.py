@@ -7,6 +7,7 @@
     availability flush [--once] [--batch-size N] [--consumer NAME] [--claim-idle-ms MS] [--metrics-port P]
     availability warm                         reload the cache from PostgreSQL after Redis lost its data
     availability verify [--event ID ...] [--json]   exit 1 when Redis and PostgreSQL differ
+    availability prune-rejections --days N    delete market_rejections rows not seen for N days
 
 Global options fall back to the environment (``REDIS_URL``, ``DATABASE_URL``,
 ``AVAILABILITY_*``, see :mod:`availability.settings`). Expected errors print
@@ -247,6 +248,24 @@ def migrate(app: App) -> None:
             raise  # unreachable: translated by main()
         raise Failure(f"migration failed on {redact_url(url)}: {_one_line(exc)}") from None
     click.echo(f"migrated {redact_url(url)} to head")
+
+
+@cli.command("prune-rejections")
+@click.option("--days", type=click.FloatRange(0), required=True,
+              help="Delete the market_rejections rows whose market was not rejected again for this many days.")
+@pass_app
+def prune_rejections(app: App, days: float) -> None:
+    """Keep market_rejections bounded: delete the rows not rejected again for --days days."""
+    from availability.db.rejections import prune_rejections as prune
+
+    url = app.database_url
+    try:
+        deleted = prune(url, days)
+    except psycopg.OperationalError as exc:
+        raise Unreachable(f"cannot reach PostgreSQL at {redact_url(url)}: {_one_line(exc)}") from None
+    except psycopg.Error as exc:
+        raise Failure(f"prune-rejections failed on {redact_url(url)}: {_one_line(exc)}") from None
+    click.echo(f"deleted {deleted} market_rejections rows not seen for {days:g} days")
 
 
 # ---------------------------------------------------------------- flush

@@ -76,6 +76,8 @@ class BatchSummary:
     unchanged: int = 0
     became_unavailable: int = 0
     became_available: int = 0
+    rejected_markets: int = 0  # markets quarantined by applied scrapes (ScrapeOutcome.rejected)
+    partial: int = 0  # applied scrapes that stamped nothing: complete=False, or a market key unreadable
     outcomes: list[ScrapeOutcome] = field(default_factory=list)
 
     def add(self, outcome: ScrapeOutcome) -> None:
@@ -90,6 +92,9 @@ class BatchSummary:
         self.unchanged += outcome.unchanged
         self.became_unavailable += len(outcome.became_unavailable)
         self.became_available += len(outcome.became_available)
+        if outcome.status == APPLIED:
+            self.rejected_markets += len(outcome.rejected)
+            self.partial += outcome.partial
 
     def counts(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -145,10 +150,15 @@ class EventCoordinator:
             raise InvalidScrape(f"results[{index}]: missing key {missing[0]!r} (required: {', '.join(required)})")
         return ScrapeResult(**raw)
 
-    async def store_batch_results(self, results: Iterable[ScrapeResult | Mapping[str, Any]]) -> BatchSummary:
+    async def store_batch_results(
+        self, results: Iterable[ScrapeResult | Mapping[str, Any]], *, strict: bool = False
+    ) -> BatchSummary:
         """Apply one batch of scrape results with :meth:`MarketCache.apply_batch`.
 
-        Failed fetches are skipped for detection and counted; one invalid
+        Failed fetches are skipped for detection and counted; a bad market is
+        quarantined (``outcome.rejected``, counted in ``rejected_markets``) and
+        the rest of its scrape applies, unless ``strict=True`` makes it refuse
+        the whole scrape. One invalid
         result is reported in its own outcome without blocking the others --
         including a mapping with a missing or unknown key, or anything that is
         neither a :class:`ScrapeResult` nor a mapping. ``outcomes`` follow the
@@ -174,7 +184,7 @@ class EventCoordinator:
                     bookmaker if isinstance(bookmaker, str) else None,
                     None, INVALID, error=exc,
                 ))
-        applied = iter(await self.cache.apply_batch([s for s in slots if isinstance(s, Scrape)]))
+        applied = iter(await self.cache.apply_batch([s for s in slots if isinstance(s, Scrape)], strict=strict))
         for slot in slots:
             outcome = next(applied) if isinstance(slot, Scrape) else slot
             summary.add(outcome)
@@ -194,6 +204,7 @@ class EventCoordinator:
             stale=summary.stale,
             failed_fetches=summary.failed_fetches,
             invalid=summary.invalid,
+            rejected_markets=summary.rejected_markets,
             new=summary.new,
             changed=summary.changed,
         )

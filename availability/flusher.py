@@ -91,6 +91,7 @@ class FlushStats:
     dead_letters: int = 0
     retries: int = 0  # attempts failed on an unreachable server
     claimed: int = 0  # records claimed from idle consumers
+    rejections: int = 0  # market_rejections rows inserted or advanced
 
     def add(self, other: "FlushStats") -> None:
         for f in fields(self):
@@ -391,6 +392,7 @@ class Flusher:
         self.stats.confirmed += totals.confirmed
         self.stats.transitions += totals.transitions
         self.stats.snapshots += totals.snapshots
+        self.stats.rejections += totals.rejections
         metrics.RECORDS.labels("flushed").inc(written)
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.LAG_SECONDS.set(lag_ms / 1000)

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the flusher, in one registry of their own.
+"""Prometheus metrics of the flusher and the cache, in one registry of their own.
 
 ``REGISTRY`` holds only this library's metrics, so importing the module twice
 (or next to another library's metrics) never clashes; expose it with
@@ -17,6 +17,10 @@ Names, as ``curl localhost:PORT/metrics`` prints them::
     availability_flusher_lag_records{shard}       entries not yet delivered to any flusher
     availability_flusher_pending_records{shard}   delivered, not yet acknowledged
     availability_flusher_lag_seconds              age of the oldest record of the last batch
+    availability_flusher_rejections_total         market_rejections rows inserted or advanced
+    availability_markets_rejected_total{bookmaker,reason}
+                                                  markets a scrape quarantined (MarketCache, per
+                                                  applied scrape; reason as in RejectedMarket)
     availability_subscriber_backlog_records{group,shard}  a registered subscriber group's unacknowledged
                                                   records (set by the flushers' trim; availability.subscribe)
     availability_subscriber_lagging{group,shard}  1 while that backlog is over the group's max_lag
@@ -38,6 +42,8 @@ __all__ = [
     "LAG_RECORDS",
     "PENDING_RECORDS",
     "LAG_SECONDS",
+    "MARKETS_REJECTED",
+    "REJECTIONS",
     "start_metrics_server",
 ]
 
@@ -104,6 +110,19 @@ PENDING_RECORDS = Gauge(
 LAG_SECONDS = Gauge(
     "availability_flusher_lag_seconds",
     "Age of the oldest record in the last batch written.",
+    registry=REGISTRY,
+)
+
+
+MARKETS_REJECTED = Counter(
+    "availability_markets_rejected",
+    "Markets a scrape quarantined (not stored, see ScrapeOutcome.rejected), by bookmaker and reason.",
+    ["bookmaker", "reason"],
+    registry=REGISTRY,
+)
+REJECTIONS = Counter(
+    "availability_flusher_rejections",
+    "market_rejections rows the flusher inserted or advanced (a replayed record advances none).",
     registry=REGISTRY,
 )
 

@@ -15,6 +15,10 @@ entry fields (``XRANGE '{av:2}:changes' - +``)::
                   whose stored state changed; flags: "n" new, "c" odds changed,
                   "a" became available again, "u" became unavailable (payload
                   is then the last known odds); "na"/"ca" combine.
+    rejected      (only when the scrape quarantined markets) msgpack list of
+                  [market field or nil, field, value, reason, message], one per
+                  rejected market (see model.RejectedMarket); a record without
+                  it, e.g. one written by older code, rejected none.
     kickoff       the event's kickoff in microseconds, or "" when not known (the
                   latest one the snapshot was given); records written before it
                   existed have no such field and decode with ``kickoff=None``
@@ -28,12 +32,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping
+from typing import Any, Mapping
 
 import msgpack
 
 from availability.errors import AvailabilityError
-from availability.model import CachedMarket, MarketKey, decode_market, field_to_key, from_micros
+from availability.model import CachedMarket, MarketKey, RejectedMarket, decode_market, field_to_key, from_micros
 
 __all__ = ["ChangeRecord", "MarketChange", "RecordError", "decode_record"]
 
@@ -62,6 +66,7 @@ class ChangeRecord:
     completeness: str
     present: tuple[MarketKey, ...]
     changes: tuple[MarketChange, ...]
+    rejected: tuple[RejectedMarket, ...] = ()
     kickoff: datetime | None = None  # the event's start, when the scraper gave one
 
     @property
@@ -78,6 +83,43 @@ class ChangeRecord:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# Longest text a decoded rejection keeps, per part (the cache writes shorter ones).
+_MAX_REJECTION_TEXT = 1000
+
+
+def _rejection_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:_MAX_REJECTION_TEXT]
+
+
+def _rejections(sid: str, blob: Any) -> tuple[RejectedMarket, ...]:
+    """The record's rejections. Diagnostics only: an entry that does not decode
+    is kept as far as it can be read (its key dropped), so it can never cost the
+    record's markets their way to PostgreSQL."""
+    if not blob:
+        return ()
+    try:
+        items = msgpack.unpackb(blob, raw=True)
+    except Exception as exc:
+        return (RejectedMarket(None, None, None, "invalid_value", f"record {sid}: rejected: cannot decode: {exc}"[:200]),)
+    if not isinstance(items, list):
+        items = [items]
+    out = []
+    for item in items:
+        parts = list(item) + [None] * 5 if isinstance(item, (list, tuple)) else [None, None, None, None, item]
+        key: MarketKey | None
+        try:
+            key = None if parts[0] is None else field_to_key(parts[0])
+        except Exception:
+            key = None
+        reason = _rejection_text(parts[3]) or "invalid_value"
+        out.append(RejectedMarket(key, _rejection_text(parts[1]), _rejection_text(parts[2]), reason,
+                                  _rejection_text(parts[4]) or ""))
+    return tuple(out)
 
 
 def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> ChangeRecord:
@@ -124,6 +166,7 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
             completeness=_text(f["completeness"]),
             present=present,
             changes=tuple(changes),
+            rejected=_rejections(sid, f.get("rejected")),
             kickoff=kickoff,
         )
     except RecordError:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
 
+from availability.db import rejections
 from availability.db.convert import HOME_BOOKMAKER
 from availability.records import ChangeRecord, RecordError
 from availability.rules import advance_meta
@@ -63,6 +64,7 @@ class BatchRows:
     present: dict[MarketRowKey, datetime] = field(default_factory=dict)  # rows a scrape only confirmed
     history: set[tuple] = field(default_factory=set)
     snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
+    rejections: set[rejections.RejectionRow] = field(default_factory=set)  # market_rejections rows
 
     @property
     def snapshot_keys(self) -> list[tuple[int, str]]:
@@ -76,6 +78,7 @@ class _RecordRows:
     record: ChangeRecord
     markets: tuple[tuple[MarketRowKey, tuple, bool, bool, bool], ...]  # key, values, odds_changed, present, unavailable
     present: tuple[MarketRowKey, ...]
+    rejections: tuple[rejections.RejectionRow, ...] = ()
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN: a bad record, not bad SQL
@@ -114,7 +117,7 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
         unavailable = change.became_unavailable
         markets.append((key, values, change.odds_changed, not unavailable, unavailable))
     present = tuple((source, event_id, k.betpawa_market_id, k.line) for k in record.present)
-    return _RecordRows(record, tuple(markets), present)
+    return _RecordRows(record, tuple(markets), present, rejections.rejection_rows(record))
 
 
 def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
@@ -145,6 +148,7 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
         for key in rr.present:
             if key not in rows.present or rows.present[key] < at:
                 rows.present[key] = at
+        rows.rejections.update(rr.rejections)
         for market_key, transition in record.transitions:
             rows.history.add(
                 (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping, Protocol
+from typing import Iterable, Mapping, Protocol
 
 from availability.detection import detect_availability_changes
 from availability.keys import META_SNAPSHOT_FIELDS
@@ -95,12 +95,18 @@ def apply_to_snapshot(
     *,
     complete: bool,
     removed: bool = False,
+    held: Iterable[MarketKey] = (),
 ) -> Applied:
     """Apply one scrape (its markets merged by key) to ``state``, in place.
 
     Present markets are stored in their canonical form and cleared if they
     were unavailable; only a ``complete`` scrape stamps the missing ones, each
-    once (a stamp is never moved)."""
+    once (a stamp is never moved).
+
+    ``held``: keys of quarantined markets whose key could be read (docs/rules.md):
+    present with their stored market kept -- never stamped, cleared if they
+    were unavailable, counted in none of new/changed/unchanged -- and nothing
+    at all when none is stored (no market out of nothing)."""
     previous = list(state.markets.values())
     new = changed = unchanged = 0
     became_available: list[MarketKey] = []
@@ -115,15 +121,26 @@ def apply_to_snapshot(
         if old is not None and old.unavailable_at is not None:
             became_available.append(key)
         state.markets[key] = decode_market(encode_market(market), None)  # as the cache stores it
+    kept: list[CachedMarket] = []  # held markets with a stored market: present as stored
+    held = tuple(held)
+    for key in held:
+        old = state.markets.get(key)
+        if old is None:
+            continue
+        if old.unavailable_at is not None:
+            became_available.append(key)
+        state.markets[key] = dataclasses.replace(old, unavailable_at=None)
+        kept.append(old)
     became_unavailable: list[MarketKey] = []
     if complete:
-        stamped, cleared, _ = detect_availability_changes(previous, merged.values(), at)
+        stamped, cleared, _ = detect_availability_changes(previous, [*merged.values(), *kept], at)
         if _sorted([m.key for m in cleared]) != _sorted(became_available):  # pragma: no cover - one rule, two views
             raise AssertionError("detection and the merge disagree on which markets returned")
         for market in stamped:
             state.markets[market.key] = dataclasses.replace(market, unavailable_at=at)
             became_unavailable.append(market.key)
-    advance_meta(state, at, odds_changed=bool(new or changed), listed_markets=bool(merged), removed=removed)
+    advance_meta(state, at, odds_changed=bool(new or changed), listed_markets=bool(merged or held),
+                 removed=removed)
     return Applied(_sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
 
 

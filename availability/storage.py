@@ -33,6 +33,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from availability import metrics, retention
+from availability.db import rejections
 from availability.db.convert import HOME_BOOKMAKER
 from availability.db.engine import libpq_url
 from availability.logs import redact_url
@@ -302,6 +303,9 @@ def statements(rows: BatchRows) -> list[tuple[str, str, list]]:
     ]
     if snaps:
         out.append(("availability_snapshots", _SNAPSHOT_SQL, _columns(snaps)))
+    if rows.rejections:
+        out.append(("market_rejections", rejections.UPSERT_SQL,
+                    _columns(sorted(rows.rejections, key=rejections.sort_key))))
     return out
 
 
@@ -313,6 +317,7 @@ class Written:
     confirmed: int = 0
     transitions: int = 0
     snapshots: int = 0
+    rejections: int = 0  # market_rejections rows inserted or advanced
     pruned_events: int = 0  # events of the batch left out: a prune removed them
 
     def add(self, other: "Written") -> None:
@@ -321,6 +326,7 @@ class Written:
         self.confirmed += other.confirmed
         self.transitions += other.transitions
         self.snapshots += other.snapshots
+        self.rejections += other.rejections
 
 
 async def write_batch(
@@ -365,8 +371,11 @@ async def write_batch(
         elif label == "availability_snapshots":
             written.snapshots += count
             metrics.ROWS.labels(label).inc(count)
+        elif label == "market_rejections":
+            written.rejections += count
     metrics.CONFIRMED.inc(written.confirmed)
     metrics.TRANSITIONS.inc(written.transitions)
+    metrics.REJECTIONS.inc(written.rejections)
     return written
 
 

@@ -319,10 +319,11 @@ async def measure_redis_side(url: str, events: int, cycles: int, seed: int, own_
                 t = time.perf_counter()
                 prepared = [cache._prepare(s) for s in batch]
                 prep = time.perf_counter() - t
-                markets = sum(int(p.args[9]) for p in prepared)
+                # ARGV: ..., digest, rejected_blob, n, key_1, payload_1, ..., kickoff (apply_scrape.lua's header)
+                markets = sum(int(p.args[10]) for p in prepared)
                 blind = client.pipeline(transaction=False)
                 for p in prepared:
-                    blind.execute_command("HSET", blind_keys.markets(p.event_id, p.bookmaker), *p.args[9:])
+                    blind.execute_command("HSET", blind_keys.markets(p.event_id, p.bookmaker), *p.args[11:-1])
 
                 async def run_blind() -> None:
                     before = await server_stats(client)

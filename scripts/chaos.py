@@ -15,9 +15,11 @@ PostgreSQL (``fsync`` and ``synchronous_commit`` on), then for ``--duration`` se
   empty and warmed from PostgreSQL, PostgreSQL stopped ``immediate`` and
   restarted, ``CLIENT KILL`` of every Redis client and ``pg_terminate_backend``
   of every PostgreSQL session;
-* sends malformed scrapes (a 4,000-character market id, NUL in names, lone
-  surrogates, raw script calls with payloads that are not markets), each of
-  which must be refused with nothing written.
+* sends scrapes with one malformed market next to a good one (a 4,000-character
+  market id, NUL in names, lone surrogates): the bad market must be quarantined
+  (rejected, nothing of it written) and the good one applied; and raw script
+  calls with payloads that are not markets, which must be refused with nothing
+  written.
 
 Ground truth comes from the change records themselves: an extra consumer group
 (``audit``) reads every record, whose transitions are what PostgreSQL's history
@@ -128,6 +130,7 @@ async def _worker(index: int, redis_url: str, inbox: Any, out_path: str) -> None
                 line.update(status=outcome.status, stream_id=outcome.stream_id,
                             unavailable=[list(k) for k in outcome.became_unavailable],
                             available=[list(k) for k in outcome.became_available],
+                            rejected=len(outcome.rejected),
                             error=str(outcome.error)[:200] if outcome.error else None)
             out.write(json.dumps(line) + "\n")
             out.flush()
@@ -320,7 +323,7 @@ class Chaos:
             async with MarketCache.from_url(self.redis.url, prefix=PREFIX, shards=SHARDS) as cache:
                 prepared = cache._prepare(_scrape_of(_bad_scrape("none", event_id, at_us)))
                 args = list(prepared.args)
-                args[-1] = b"garbage"
+                args[-2] = b"garbage"  # the last payload (the kickoff comes after it)
                 try:
                     await cache.client.eval(cache.script.source, len(prepared.keys), *prepared.keys, *args)
                 except ResponseError:
@@ -463,10 +466,11 @@ class Chaos:
         bad_accepted = 0
         for x in lines:
             if x.get("bad"):
-                if x["status"] != "invalid":
+                # quarantine: the bad market rejected, the good one next to it applied
+                if x["status"] != "applied" or x.get("rejected") != 1:
                     bad_accepted += 1
                     wrong_count += 1
-                    wrong.append(f"bad input {x['bad']} was {x['status']}")
+                    wrong.append(f"bad input {x['bad']} was {x['status']} with {x.get('rejected')} rejected")
                 else:
                     self.bad_refused += 1
                 continue
@@ -491,12 +495,13 @@ class Chaos:
                         x["stream_id"], x["unavailable"], x["available"]):
                     wrong_count += 1
                     wrong.append(f"duplicate told something else than its application: {x}")
-        # nothing of a bad scrape was written
+        # nothing of a bad market was written (the good market "2" next to it was)
         with psycopg.connect(self.pg.url) as conn:
-            (bad_rows,) = conn.execute("SELECT count(*) FROM availability_snapshots WHERE event_id BETWEEN 900000 AND 999999").fetchone()
+            (bad_rows,) = conn.execute("SELECT count(*) FROM market_odds WHERE event_id BETWEEN 900000 AND 999999"
+                                       " AND betpawa_market_id <> '2'").fetchone()
         if bad_rows:
             wrong_count += bad_rows
-            wrong.append(f"{bad_rows} snapshots of bad scrapes reached PostgreSQL")
+            wrong.append(f"{bad_rows} rows of bad markets reached PostgreSQL")
         async with MarketCache.from_url(self.redis.url, prefix=PREFIX, shards=SHARDS) as cache:
             mismatches = await verify(cache, self.pg.url)
         wrong_count += len(mismatches)

@@ -42,6 +42,8 @@ def report(worker: str, d: dict[str, Any], o: ScrapeOutcome) -> dict[str, Any]:
         "new": o.new,
         "changed": o.changed,
         "unchanged": o.unchanged,
+        "rejected": len(o.rejected),
+        "partial": o.partial,
         "stream_id": o.stream_id,
         "outcome_scraped_us": None if o.scraped_at is None else to_micros(o.scraped_at),
     }

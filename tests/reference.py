@@ -16,7 +16,12 @@ in the same order:
    like any other scrape;
 4. rows sharing a key are merged; present markets are stored and cleared if
    they were unavailable; only a complete (or confirmed-empty) scrape stamps
-   the missing ones, each once.
+   the missing ones, each once;
+5. quarantine: a bad market whose key can be read is *held* -- present (never
+   stamped, cleared if it was unavailable) with its stored market kept, and
+   nothing at all when none is stored; a market whose key cannot be read makes
+   the scrape partial (nothing stamped). A scrape whose every market was
+   rejected unreadable is still applied (partial, no market): the clock moves.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from availability.model import (
     CachedMarket,
     CachedSnapshot,
     MarketKey,
-    coerce_market,
     encode_market,
     key_sort_order,
     merge_markets,
+    screen_markets,
     to_utc,
 )
 from availability.rules import SnapshotState, apply_to_snapshot
@@ -54,6 +59,8 @@ class Expected:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    rejected: int = 0  # markets quarantined
+    partial: bool = False  # applied without stamping
 
 
 def outcome_of(outcome: ScrapeOutcome) -> Expected:
@@ -65,6 +72,8 @@ def outcome_of(outcome: ScrapeOutcome) -> Expected:
         outcome.new,
         outcome.changed,
         outcome.unchanged,
+        len(outcome.rejected),
+        outcome.partial,
     )
 
 
@@ -90,13 +99,16 @@ class ReferenceCache:
         bookmaker = validate_bookmaker(scrape.bookmaker)
         at = to_utc(scrape.scraped_at, "scraped_at")
         where = f"event {event_id} at {bookmaker}"
-        markets = [coerce_market(m, f"{where}: markets[{i}]") for i, m in enumerate(scrape.markets)]
-        if scrape.confirmed_empty and markets:
-            raise InvalidScrape(f"confirmed_empty: True but {len(markets)} markets were given for {where}")
-        if not markets and not (scrape.confirmed_empty and scrape.complete):
+        screened = screen_markets(scrape.markets, where)
+        if scrape.confirmed_empty and screened.rows:
+            raise InvalidScrape(f"confirmed_empty: True but {screened.rows} markets were given for {where}")
+        if not screened.rows and not (scrape.confirmed_empty and scrape.complete):
             return Expected(IGNORED_EMPTY)
-        return self._apply(event_id, bookmaker, at, markets, complete=scrape.complete, removed=False,
-                           expires_at=scrape.expires_at)
+        complete = scrape.complete and not screened.key_unreadable and (
+            not screened.rows or bool(screened.markets or screened.held))
+        return self._apply(event_id, bookmaker, at, list(screened.markets.values()), complete=complete,
+                           removed=False, expires_at=scrape.expires_at, held=screened.held,
+                           rejected=screened.rejected)
 
     def mark_event_removed(self, event_id: int, bookmaker: str, at: datetime) -> Expected:
         """Mirror :meth:`MarketCache.mark_event_removed`."""
@@ -113,21 +125,23 @@ class ReferenceCache:
         complete: bool,
         removed: bool,
         expires_at: datetime | None = None,
+        held: tuple[MarketKey, ...] = (),
+        rejected: tuple = (),
     ) -> Expected:
         state = self.states.get((event_id, bookmaker))
         merged = merge_markets(markets)
         identity = (removed, complete, expires_at,
-                    tuple((key, encode_market(m)) for key, m in merged.items()))
+                    tuple((key, encode_market(m)) for key, m in merged.items()), held, rejected)
         if state is not None and state.last_scraped_at is not None and at <= state.last_scraped_at:
             if at == state.last_scraped_at and identity == state.last_identity and state.last_result:
                 return dataclasses.replace(state.last_result, status=DUPLICATE)
-            return Expected(STALE)
+            return Expected(STALE, rejected=len(rejected))
         if state is None:
             state = self.states[(event_id, bookmaker)] = RefState()
 
-        applied = apply_to_snapshot(state, at, merged, complete=complete, removed=removed)
+        applied = apply_to_snapshot(state, at, merged, complete=complete, removed=removed, held=held)
         result = Expected(APPLIED, applied.became_unavailable, applied.became_available,
-                          applied.new, applied.changed, applied.unchanged)
+                          applied.new, applied.changed, applied.unchanged, len(rejected), not complete)
         state.last_identity, state.last_result = identity, result
         return result
 

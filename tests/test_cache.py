@@ -262,7 +262,7 @@ async def test_removal_with_nothing_cached_advances_the_clock_and_follows_stalen
 # ---------------------------------------------------------------- batches and reads
 
 
-async def test_apply_batch_reports_one_invalid_scrape_without_blocking_the_others(cache):
+async def test_apply_batch_strict_reports_one_invalid_scrape_without_blocking_the_others(cache):
     batch = [
         Scrape(1, BM, [ONE_X_TWO], at(0)),
         Scrape(2, BM, [mk("18", 2.5, odds=0)], at(0)),  # invalid odds
@@ -271,7 +271,7 @@ async def test_apply_batch_reports_one_invalid_scrape_without_blocking_the_other
         Scrape(5, BM, [], at(0)),
         Scrape(1, BM, [ONE_X_TWO], at(0)),  # duplicate of the first, in the same round trip
     ]
-    outcomes = await cache.apply_batch(batch, removed=[Scrape(3, "sportybet", [], at(1))])
+    outcomes = await cache.apply_batch(batch, removed=[Scrape(3, "sportybet", [], at(1))], strict=True)
     assert [o.status for o in outcomes] == ["applied", "invalid", "applied", "invalid", "ignored_empty",
                                             "duplicate", "applied"]
     assert isinstance(outcomes[1].error, InvalidScrape)
@@ -282,7 +282,7 @@ async def test_apply_batch_reports_one_invalid_scrape_without_blocking_the_other
     snaps = await cache.get_snapshots([1, 2, 3, 4, 5])
     assert sorted(snaps) == [(1, BM), (3, "sportybet")]
     with pytest.raises(InvalidScrape, match="odds"):
-        await cache.apply_scrape(**vars(batch[1]))
+        await cache.apply_scrape(**vars(batch[1]), strict=True)
 
 
 async def test_apply_batch_outcomes_match_apply_scrape(cache, key_prefix, redis_client):
@@ -660,8 +660,16 @@ BAD_INPUT = [
 ]
 
 
+# bad input in one market of the scrape (the others are good): quarantined unless strict
+BAD_MARKET = [b for b in BAD_INPUT if isinstance(b[1].get("markets"), list) and "confirmed_empty" not in b[1]]
+# a market whose key cannot be read makes the scrape partial
+UNREADABLE_KEY = {"market_not_mapping", "market_id_empty", "market_id_missing", "market_id_spaces", "market_id_float",
+                  "market_id_nul", "market_id_surrogate", "market_id_too_long", "line_text", "line_nan", "line_inf",
+                  "line_bool", "line_empty"}
+
+
 @pytest.mark.parametrize(("changes", "field", "value"), [b[1:] for b in BAD_INPUT], ids=[b[0] for b in BAD_INPUT])
-async def test_bad_input_is_rejected_naming_field_and_value_and_writes_nothing(
+async def test_strict_bad_input_is_rejected_naming_field_and_value_and_writes_nothing(
     redis_client, key_prefix, changes, field, value
 ):
     bad = dataclasses.replace(Scrape(EVENT, BM, VALID, at(10)), **changes)
@@ -675,7 +683,7 @@ async def test_bad_input_is_rejected_naming_field_and_value_and_writes_nothing(
 
     # on an untouched deployment: not a single key appears
     with pytest.raises(InvalidScrape) as info:
-        await cache.apply_scrape(**vars(bad))
+        await cache.apply_scrape(**vars(bad), strict=True)
     check(info.value)
     assert await dump(redis_client, key_prefix) == {}
 
@@ -684,11 +692,51 @@ async def test_bad_input_is_rejected_naming_field_and_value_and_writes_nothing(
     await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5), mk("18", 3.5)], at(0))
     before = await dump(redis_client, key_prefix)
     with pytest.raises(InvalidScrape) as info:
-        await cache.apply_scrape(**vars(bad))
+        await cache.apply_scrape(**vars(bad), strict=True)
     check(info.value)
-    [outcome] = await cache.apply_batch([bad])
+    [outcome] = await cache.apply_batch([bad], strict=True)
     assert outcome.status == "invalid" and not outcome.ok
     check(outcome.error)
+    assert await dump(redis_client, key_prefix) == before
+    # a bad scrape (not one bad market) is refused without strict too
+    if changes not in [b[1] for b in BAD_MARKET]:
+        with pytest.raises(InvalidScrape) as info:
+            await cache.apply_scrape(**vars(bad))
+        check(info.value)
+        assert await dump(redis_client, key_prefix) == before
+
+
+@pytest.mark.parametrize(("name", "changes", "field", "value"), BAD_MARKET, ids=[b[0] for b in BAD_MARKET])
+async def test_one_bad_market_is_quarantined_naming_field_and_value(cache, redis_client, key_prefix, name, changes,
+                                                                    field, value):
+    await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5), mk("18", 3.5)], at(0))
+    bad = dataclasses.replace(Scrape(EVENT, BM, VALID, at(10)), **changes)
+    outcome = await cache.apply_scrape(**vars(bad))
+    assert outcome.applied and outcome.ok and outcome.error is None
+    [r] = outcome.rejected
+    assert field in (r.field or ""), r
+    assert r.value is not None and r.value.startswith(repr(value)[:80]), r
+    assert f"{field}:" in r.message and repr(value)[:80] in r.message
+    snap = await cache.get_snapshot(EVENT, BM)
+    stored = snap.market("18", 2.5)
+    assert stored.outcomes[0]["odds"] == 1.85  # the last good payload is kept
+    if name in UNREADABLE_KEY:
+        # which market is it? unknown: the scrape is partial, nothing is stamped
+        assert r.key is None and r.reason == "invalid_key" and outcome.partial
+        assert outcome.became_unavailable == () and snap.unavailable_markets == ()
+    else:
+        # it is there, so it is not unavailable; only 18@3.5, really missing, is stamped
+        assert r.key == MarketKey("18", 2.5) and r.reason in ("invalid_value", "invalid_text")
+        assert not outcome.partial and stored.is_available
+        assert outcome.became_unavailable == (MarketKey("18", 3.5),)
+        assert (outcome.new, outcome.changed, outcome.unchanged) == (0, 0, 1)
+    # the change record carries the rejection
+    [record] = [rec for rec in await records(cache) if rec.scraped_at == at(10)]
+    assert record.rejected == outcome.rejected
+    # strict keeps the whole-scrape refusal
+    before = await dump(redis_client, key_prefix)
+    with pytest.raises(InvalidScrape):
+        await cache.apply_scrape(**vars(dataclasses.replace(bad, scraped_at=at(20))), strict=True)
     assert await dump(redis_client, key_prefix) == before
 
 
@@ -705,14 +753,17 @@ async def test_bad_input_to_mark_event_removed(cache, redis_client, key_prefix):
 
 
 def script_args(event_id: int, markets: list[dict], when: datetime, completeness: str = "complete",
-                mode: str = "scrape") -> list[Any]:
-    """ARGV as apply_scrape.lua's header documents it."""
+                mode: str = "scrape", held: tuple[str, ...] = (), rejected_blob: bytes = b"") -> list[Any]:
+    """ARGV as apply_scrape.lua's header documents it (``held``: fields sent with an empty payload)."""
     coerced = [coerce_market(m) for m in markets]
-    fields = [key_to_field(m.key) for m in coerced]
+    fields = [key_to_field(m.key) for m in coerced] + list(held)
     args: list[Any] = [mode, str(event_id), BM, str(to_micros(when)), format_ts(when), completeness, "0",
-                       msgpack.packb(fields, use_bin_type=True), "digest-of-the-call", str(len(coerced))]
+                       msgpack.packb(fields, use_bin_type=True), "digest-of-the-call", rejected_blob,
+                       str(len(fields))]
     for f, m in zip(fields, coerced):
         args += [f, encode_market(m)]
+    for f in held:
+        args += [f, b""]
     return args
 
 
@@ -724,7 +775,7 @@ def bad_argv(good: list[Any]) -> dict[str, list[Any]]:
         "too_few_arguments": good[:5],
         "bad_completeness": good[:5] + ["full"] + good[6:],
         "bad_mode": ["upsert"] + good[1:],
-        "duplicate_field": good[:9] + ["2"] + good[10:12] + good[10:12],
+        "duplicate_field": good[:10] + ["2"] + good[11:13] + good[11:13],
         "scraped_us_decimal": good[:3] + ["1795867200000000.5"] + good[4:],
         "scraped_us_negative": good[:3] + ["-1"] + good[4:],
         "scraped_us_text": good[:3] + ["soon"] + good[4:],
@@ -734,19 +785,20 @@ def bad_argv(good: list[Any]) -> dict[str, list[Any]]:
         "bookmaker_empty": good[:2] + [""] + good[3:],
         "expire_negative": good[:6] + ["-1"] + good[7:],
         "digest_empty": good[:8] + [""] + good[9:],
-        "n_not_integer": good[:9] + ["two"] + good[10:],
-        "n_mismatch": good[:9] + ["3"] + good[10:],
-        "field_without_at": good[:10] + ["18"] + good[11:],
-        "empty_payload": good[:11] + [b""] + good[12:],
-        "payload_not_msgpack_of_a_market": good[:11] + [b"garbage"] + good[12:],
-        "payload_truncated": good[:11] + [good[11][:-3]] + good[12:],
-        "payload_with_trailing_bytes": good[:11] + [good[11] + b"\x01"] + good[12:],
-        "payload_of_another_market": good[:11] + [other_market] + good[12:],
-        "payload_msgpack_map": good[:11] + [msgpack.packb({"betpawa_market_id": "1"})] + good[12:],
-        "complete_without_markets": good[:9] + ["0"],
+        "rejected_blob_not_msgpack": good[:9] + [b"\xc1"] + good[10:],
+        "rejected_blob_not_a_list": good[:9] + [msgpack.packb(5)] + good[10:],
+        "n_not_integer": good[:10] + ["two"] + good[11:],
+        "n_mismatch": good[:10] + ["3"] + good[11:],
+        "field_without_at": good[:11] + ["18"] + good[12:],
+        "payload_not_msgpack_of_a_market": good[:12] + [b"garbage"] + good[13:],
+        "payload_truncated": good[:12] + [good[12][:-3]] + good[13:],
+        "payload_with_trailing_bytes": good[:12] + [good[12] + b"\x01"] + good[13:],
+        "payload_of_another_market": good[:12] + [other_market] + good[13:],
+        "payload_msgpack_map": good[:12] + [msgpack.packb({"betpawa_market_id": "1"})] + good[13:],
+        "complete_without_markets": good[:10] + ["0"],
         "empty_with_markets": good[:5] + ["empty"] + good[6:],
         "removed_with_markets": ["removed"] + good[1:5] + ["empty"] + good[6:],
-        "removed_partial": ["removed"] + good[1:5] + ["partial"] + good[6:9] + ["0"],
+        "removed_partial": ["removed"] + good[1:5] + ["partial"] + good[6:10] + ["0"],
     }
 
 

@@ -116,6 +116,8 @@ def expected_of(line: dict[str, Any]) -> Expected:
         line["new"],
         line["changed"],
         line["unchanged"],
+        line["rejected"],
+        line["partial"],
     )
 
 

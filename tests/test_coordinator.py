@@ -59,3 +59,37 @@ async def test_a_kickoff_that_is_not_a_datetime_is_an_invalid_outcome(cache):
     assert [o.status for o in summary.outcomes] == ["invalid", "applied"]
     assert str(summary.outcomes[0].error) == "kickoff: expected a datetime or None, got 'tonight'"
     assert 0 < await cache.client.pttl(cache.keys.meta(2, "betpawa")) <= 8 * 3600 * 1000
+
+
+async def test_a_bad_market_is_quarantined_in_the_batch_and_refuses_its_scrape_when_strict(cache):
+    from availability import metrics
+
+    def rejected_count(reason: str) -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "availability_markets_rejected_total", {"bookmaker": "bet9ja", "reason": reason}) or 0.0
+
+    bad_odds = {**mk("18", 2.5), "outcomes": [{"name": "Over", "odds": "1,85"}]}
+    no_id = {**mk("19"), "betpawa_market_id": None}
+    batch = [
+        ScrapeResult(1, "bet9ja", [mk("1"), bad_odds], T0),
+        ScrapeResult(2, "bet9ja", [mk("1"), no_id], T0),
+    ]
+    before = rejected_count("invalid_value"), rejected_count("invalid_key")
+    with capture_logs() as logs:
+        summary = await EventCoordinator(cache).store_batch_results(batch)
+    assert (summary.applied, summary.invalid, summary.rejected_markets, summary.partial, summary.new) == (2, 0, 2, 1, 2)
+    first, second = summary.outcomes
+    assert [(r.key, r.field, r.value, r.reason) for r in first.rejected] == [
+        (("18", 2.5), "outcomes[0].odds", "'1,85'", "invalid_value")]
+    assert [(r.key, r.field, r.reason) for r in second.rejected] == [(None, "betpawa_market_id", "invalid_key")]
+    assert not first.partial and second.partial
+    assert (rejected_count("invalid_value"), rejected_count("invalid_key")) == (before[0] + 1, before[1] + 1)
+    lines = [e for e in logs if e["event"] == "cache.markets_rejected"]
+    assert [(e["event_id"], e["rejected"], e["log_level"]) for e in lines] == [(1, 1, "warning"), (2, 1, "warning")]
+    assert lines[0]["markets"] == [{"key": "18@2.5", "field": "outcomes[0].odds", "value": "'1,85'",
+                                    "reason": "invalid_value"}]
+
+    strict = await EventCoordinator(cache).store_batch_results(
+        [ScrapeResult(3, "bet9ja", [mk("1"), bad_odds], T0)], strict=True)
+    assert (strict.applied, strict.invalid, strict.rejected_markets) == (0, 1, 0)
+    assert "odds" in str(strict.outcomes[0].error) and await cache.get_snapshot(3, "bet9ja") is None

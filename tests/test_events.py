@@ -87,7 +87,7 @@ def test_negative_event_keys_shard_and_index_member():
 async def lua_apply(cache: MarketCache, event_text: str) -> object:
     """The apply script called directly with ``event_text`` as its event_id argument."""
     keys = cache.keys.snapshot(-5, "sportybet").as_list()
-    args = ["scrape", event_text, "sportybet", "1", format_ts(T0), "partial", "0", b"\x90", "digest", "0"]
+    args = ["scrape", event_text, "sportybet", "1", format_ts(T0), "partial", "0", b"\x90", "digest", b"", "0"]
     try:
         return await cache.client.evalsha(await cache.script.load(), len(keys), *keys, *args)
     except ResponseError as exc:  # the script's error reply

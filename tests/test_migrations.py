@@ -33,7 +33,7 @@ HEAD = "0005"
 MARKET_TABLES = ("market_odds", "competitor_market_odds")
 ALL_TABLES = {
     "market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots",
-    "availability_fences", "availability_pruned_events",
+    "availability_fences", "market_rejections", "availability_pruned_events",
 }
 
 
@@ -225,6 +225,29 @@ def test_fence_table_comes_and_goes_with_revision_0003(empty_database_url):
     assert not _columns(url, "availability_pruned_events")
     with _connect(url) as conn:
         assert conn.execute("SELECT to_regclass('availability_fences')").fetchone() == (None,)
+    migrate.upgrade(url, "head")
+    migrate.check(url)
+
+
+def test_rejections_table_comes_and_goes_with_revision_0004(empty_database_url):
+    url = empty_database_url
+    migrate.upgrade(url, "head")
+    assert set(_columns(url, "market_rejections")) >= {
+        "event_id", "bookmaker", "betpawa_market_id", "line", "field", "reason", "value", "message",
+        "first_rejected_at", "last_rejected_at", "times"}
+    insert = ("INSERT INTO market_rejections (event_id, bookmaker, betpawa_market_id, line, field, reason, "
+              "first_rejected_at, last_rejected_at) VALUES (1, 'betpawa', %s, %s, 'line', 'invalid_key', now(), now())")
+    with _connect(url) as conn:
+        conn.execute(insert, (None, None))
+        conn.execute(insert, ("18", 0.0))  # a NULL line and 0.0 are different markets
+        assert conn.execute("SELECT times FROM market_rejections ORDER BY id").fetchall() == [(1,), (1,)]
+        with pytest.raises(psycopg.errors.UniqueViolation):  # NULLS NOT DISTINCT: the unreadable key once
+            conn.execute(insert, (None, None))
+    migrate.downgrade(url, "0003")
+    assert migrate.current(url) == "0003"
+    with _connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('market_rejections')").fetchone() == (None,)
+    assert _columns(url, "availability_fences")  # 0003 stays
     migrate.upgrade(url, "head")
     migrate.check(url)
 
@@ -508,11 +531,11 @@ def _with_password(url: str) -> tuple[str, str]:
 def test_alembic_command_line_from_the_repository_root(empty_database_url):
     url, secret = _with_password(libpq_url(empty_database_url))
     steps = [
-        (["upgrade", "head"], "Running upgrade 0003 -> 0005"),
+        (["upgrade", "head"], "Running upgrade 0004 -> 0005"),
         (["check"], "No new upgrade operations detected"),
-        (["downgrade", "-1"], "Running downgrade 0005 -> 0003"),
-        (["current"], "0003"),
-        (["upgrade", "head"], "Running upgrade 0003 -> 0005"),
+        (["downgrade", "-1"], "Running downgrade 0005 -> 0004"),
+        (["current"], "0004"),
+        (["upgrade", "head"], "Running upgrade 0004 -> 0005"),
         (["check"], "No new upgrade operations detected"),
     ]
     for args, expected in steps:
@@ -582,7 +605,7 @@ def test_kickoff_and_tombstones_come_and_go_with_revision_0005(empty_database_ur
         _insert(conn, "availability_snapshots",
                 {"event_id": 7, "bookmaker": "betpawa", "last_scraped_at": T0, "kickoff": T0 + timedelta(hours=2)})
         _insert(conn, "availability_pruned_events", {"event_id": 8, "kickoff": T0})
-    migrate.downgrade(url, "0003")
+    migrate.downgrade(url, "0004")
     assert "kickoff" not in _columns(url, "availability_snapshots")
     assert "ix_availability_snapshots_kickoff" not in _indexes(url)
     assert not _columns(url, "availability_pruned_events")

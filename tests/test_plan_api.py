@@ -140,7 +140,7 @@ def test_verify_package_exports():
     assert missing.strip() == "[]"
     assert sorted(availability.__all__) == eval(exported)
     for name in ("CachedMarket", "CachedSnapshot", "MarketKey", "get_market_key", "detect_availability_changes",
-                 "MarketCache", "EventCoordinator", "InvalidScrape", "KeyCollision"):
+                 "MarketCache", "EventCoordinator", "InvalidScrape", "KeyCollision", "RejectedMarket"):
         assert name in availability.__all__
 
 

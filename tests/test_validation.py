@@ -1,8 +1,9 @@
 """Values as bookmakers send them, and the bounds every text field must keep.
 
 Pure validation tests first, then the same rules through ``MarketCache``
-against real Redis: one bad scrape of a batch is its own ``invalid`` outcome
-and the rest of the batch applies.
+against real Redis: one bad market is quarantined (the rest of its scrape
+applies); with ``strict=True`` one bad scrape of a batch is its own
+``invalid`` outcome and the rest of the batch applies.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ async def test_values_as_bookmakers_send_them_are_stored_normalised(cache):
     assert (same.new, same.changed, same.unchanged) == (0, 0, 1)
 
 
-async def test_one_bad_text_in_a_batch_is_that_scrapes_invalid_outcome_the_others_apply(cache):
+async def test_strict_one_bad_text_in_a_batch_is_that_scrapes_invalid_outcome_the_others_apply(cache):
     good = raw()
     batch = [
         Scrape(1, "betpawa", [good], T0),
@@ -220,7 +221,7 @@ async def test_one_bad_text_in_a_batch_is_that_scrapes_invalid_outcome_the_other
         Scrape(3, "betpawa", [good, {**with_outcome(name="x" * 501), "betpawa_market_id": "20"}], T0),
         Scrape(4, "betpawa", [good], T0),
     ]
-    outcomes = await cache.apply_batch(batch)
+    outcomes = await cache.apply_batch(batch, strict=True)
     assert [o.status for o in outcomes] == ["applied", "invalid", "invalid", "applied"]
     assert isinstance(outcomes[1].error, InvalidScrape)
     assert "event 2 at betpawa: markets[1] 19@2.5: betpawa_market_name: lone surrogate '\\ud800'" in str(outcomes[1].error)
@@ -229,7 +230,26 @@ async def test_one_bad_text_in_a_batch_is_that_scrapes_invalid_outcome_the_other
     assert (await cache.get_snapshot(4, "betpawa")).market("18", 2.5) is not None
 
 
-async def test_a_key_collision_is_that_scrapes_invalid_outcome_and_writes_nothing(cache):
+async def test_one_bad_text_is_that_markets_rejection_the_scrapes_good_markets_apply(cache):
+    good = raw()
+    batch = [
+        Scrape(2, "betpawa", [good, raw(betpawa_market_id="19", betpawa_market_name="Over\ud800")], T0),
+        Scrape(3, "betpawa", [good, {**with_outcome(name="x" * 501), "betpawa_market_id": "20"}], T0),
+    ]
+    first, second = await cache.apply_batch(batch)
+    assert first.applied and second.applied and not first.partial
+    [r] = first.rejected
+    assert (r.key, r.field, r.value, r.reason) == (MarketKey("19", 2.5), "betpawa_market_name", "'Over\\ud800'",
+                                                   "invalid_text")
+    assert "event 2 at betpawa: markets[1] 19@2.5: betpawa_market_name: lone surrogate '\\ud800'" in r.message
+    [r] = second.rejected
+    assert (r.key, r.field, r.reason) == (MarketKey("20", 2.5), "outcomes[0].name", "invalid_text")
+    assert r.value == shown("x" * 501) and len(r.value) < 120
+    for event in (2, 3):  # the good market is stored; the bad one has no row (none was stored before)
+        assert [m.key for m in (await cache.get_snapshot(event, "betpawa")).markets] == [MarketKey("18", 2.5)]
+
+
+async def test_strict_a_key_collision_is_that_scrapes_invalid_outcome_and_writes_nothing(cache):
     def european(handicap, home, away):
         return {"betpawa_market_id": "4724", "betpawa_market_name": "European handicap", "line": None,
                 "handicap_type": "european", "handicap_home": handicap, "handicap_away": -handicap,
@@ -239,7 +259,7 @@ async def test_a_key_collision_is_that_scrapes_invalid_outcome_and_writes_nothin
     outcomes = await cache.apply_batch([
         Scrape(5, "sportybet", [raw(), european(1, 1.3, 7.0), european(2, 1.1, 15.0)], T0.replace(minute=5)),
         Scrape(6, "sportybet", [raw(), european(1, 1.3, 7.0), european(1, 1.3, 7.0)], T0.replace(minute=5)),
-    ])
+    ], strict=True)
     assert [o.status for o in outcomes] == ["invalid", "applied"]  # identical duplicates merge
     error = outcomes[0].error
     assert isinstance(error, KeyCollision) and error.key == MarketKey("4724", None)
@@ -248,4 +268,29 @@ async def test_a_key_collision_is_that_scrapes_invalid_outcome_and_writes_nothin
     snap = await cache.get_snapshot(5, "sportybet")
     assert snap.last_scraped_at == T0 and [m.key for m in snap.markets] == [MarketKey("18", 2.5)]
     with pytest.raises(KeyCollision):
-        await cache.apply_scrape(5, "sportybet", [european(1, 1.3, 7.0), european(2, 1.1, 15.0)], T0.replace(minute=9))
+        await cache.apply_scrape(5, "sportybet", [european(1, 1.3, 7.0), european(2, 1.1, 15.0)], T0.replace(minute=9),
+                                 strict=True)
+
+
+async def test_a_key_collision_is_that_markets_rejection_and_neither_price_is_stored(cache):
+    def european(handicap, home, away):
+        return {"betpawa_market_id": "4724", "betpawa_market_name": "European handicap", "line": None,
+                "handicap_type": "european", "handicap_home": handicap, "handicap_away": -handicap,
+                "outcomes": [{"name": "1", "odds": home}, {"name": "2", "odds": away}]}
+
+    # stored once, cleanly; then the bookmaker sends 1:0 and 2:0 under one key
+    await cache.apply_scrape(5, "sportybet", [raw(), european(1, 1.3, 7.0)], T0)
+    outcome = await cache.apply_scrape(
+        5, "sportybet", [raw(), european(1, 1.25, 7.5), european(2, 1.1, 15.0)], T0.replace(minute=5))
+    assert outcome.applied and outcome.became_unavailable == () and not outcome.partial
+    [r] = outcome.rejected
+    assert (r.key, r.field, r.value, r.reason) == (MarketKey("4724", None), "outcomes", "'1'", "key_collision")
+    assert r.message.startswith("market 4724@_: key collision: rows with betpawa_market_id='4724' and line=None "
+                                "carry outcome '1' at odds 1.25")
+    # neither guess: the last good payload stays, available
+    market = (await cache.get_snapshot(5, "sportybet")).market("4724")
+    assert market.is_available and [o["odds"] for o in market.outcomes] == [1.3, 7.0]
+    # keyed by the handicap, as docs/rules.md says, both are stored
+    fixed = await cache.apply_scrape(5, "sportybet", [raw(), {**european(1, 1.25, 7.5), "line": 1.0},
+                                                      {**european(2, 1.1, 15.0), "line": 2.0}], T0.replace(minute=9))
+    assert fixed.rejected == () and fixed.new == 2 and fixed.became_unavailable == (MarketKey("4724", None),)

@@ -50,6 +50,8 @@ __all__ = [
     "CompetitorMarketOdds",
     "MarketAvailabilityHistory",
     "AvailabilitySnapshot",
+    "AvailabilityFence",
+    "MarketRejection",
     "AvailabilityPrunedEvent",
 ]
 
@@ -243,6 +245,55 @@ class AvailabilityFence(Base):
 
     def __repr__(self) -> str:
         return f"AvailabilityFence(prefix={self.prefix!r}, generation={self.generation!r})"
+
+
+class MarketRejection(Base):
+    """The markets a scrape quarantined: which, when and why (revision 0004).
+
+    One row per ``(event_id, bookmaker, betpawa_market_id, line, field, reason)``
+    -- bounded by the number of distinct bad markets, not by the number of
+    scrapes. ``betpawa_market_id`` and ``line`` are both ``NULL`` when the key
+    itself could not be read. ``times`` counts the distinct rejecting scrapes,
+    each once (a record delivered again, or after a newer one, adds nothing);
+    ``value`` and ``message`` are the newest ones. Rows not rejected again for
+    a while are deleted by ``availability.db.rejections.prune_rejections``.
+    """
+
+    __tablename__ = "market_rejections"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    bookmaker: Mapped[str] = mapped_column(Text, nullable=False)
+    betpawa_market_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    line: Mapped[float | None] = mapped_column(Double, nullable=True)
+    field: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_rejected_at: Mapped[datetime] = _tstz(False)
+    last_rejected_at: Mapped[datetime] = _tstz(False)
+    times: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("1"))
+
+    __table_args__ = (
+        UniqueConstraint(
+            "event_id",
+            "bookmaker",
+            "betpawa_market_id",
+            "line",
+            "field",
+            "reason",
+            name="uq_market_rejections_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index(None, "last_rejected_at"),
+    )
+
+    def __repr__(self) -> str:
+        return (
+            f"MarketRejection(event_id={self.event_id!r}, bookmaker={self.bookmaker!r}, "
+            f"betpawa_market_id={self.betpawa_market_id!r}, line={self.line!r}, field={self.field!r}, "
+            f"reason={self.reason!r}, times={self.times!r})"
+        )
 
 
 class AvailabilityPrunedEvent(Base):

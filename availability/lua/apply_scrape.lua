@@ -1,7 +1,7 @@
 -- apply_scrape(KEYS=[markets, unavailable, meta, snapshots, changes, ready, alerts],
 --              ARGV=[mode, event_id, bookmaker, scraped_us, scraped_iso, completeness,
---                    expire_at_ms, present_blob, digest, n, key_1, payload_1, ..., key_n, payload_n,
---                    [kickoff_us]])
+--                    expire_at_ms, present_blob, digest, rejected_blob, n,
+--                    key_1, payload_1, ..., key_n, payload_n, [kickoff_us]])
 --
 -- One scrape of one event at one bookmaker, applied atomically with
 -- compare-and-set semantics. All KEYS share one hash tag (one cluster slot).
@@ -14,7 +14,13 @@
 --   expire_at_ms  0, or a Unix time in ms at which the event's keys expire
 --   present_blob  msgpack list of the present market fields, copied into the change record
 --   digest        the client's digest of every other argument: recognises an exact re-delivery
---   key_i         canonical market field "<id>@<line>"; payload_i canonical msgpack of the market
+--   rejected_blob "" or a msgpack list of the markets the client quarantined, copied into
+--                 the change record's "rejected" field (see availability/records.py)
+--   key_i         canonical market field "<id>@<line>"; payload_i canonical msgpack of the market,
+--                 or "" for a held market: one the client rejected although its key could be
+--                 read. It is present (never stamped; if it was unavailable it becomes available
+--                 again with its stored payload) and keeps its stored payload; without one it
+--                 is ignored (no row is made out of nothing).
 --   kickoff_us    optional last argument: the event's kickoff, integer microseconds since the
 --                 epoch, or "" (not known). Kept in meta "kickoff_us" (a scrape without one keeps
 --                 the stored one) and copied into the change record.
@@ -42,8 +48,8 @@ end
 if #KEYS ~= 7 then return fail('expected 7 keys, got ' .. #KEYS) end
 local mode, event_id, bookmaker = ARGV[1], ARGV[2], ARGV[3]
 local scraped_us, scraped_iso, completeness = ARGV[4], ARGV[5], ARGV[6]
-local expire_at_ms, present_blob, digest = ARGV[7], ARGV[8], ARGV[9]
-local FIRST = 11  -- ARGV index of key_1
+local expire_at_ms, present_blob, digest, rejected_blob = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local FIRST = 12  -- ARGV index of key_1
 if mode ~= 'scrape' and mode ~= 'removed' then return fail('mode: expected scrape or removed, got ' .. tostring(mode)) end
 if type(event_id) ~= 'string' or not string.match(event_id, '^%-?[1-9]%d*$') or #(event_id:gsub('^%-', '')) > 16 then return fail('event_id: expected a non-zero integer (negative for competitor-only events), got ' .. tostring(event_id)) end
 if type(bookmaker) ~= 'string' or #bookmaker == 0 then return fail('bookmaker: expected a slug') end
@@ -54,8 +60,13 @@ if completeness ~= 'complete' and completeness ~= 'partial' and completeness ~= 
 end
 if not is_uint(expire_at_ms) then return fail('expire_at_ms: expected an integer, got ' .. tostring(expire_at_ms)) end
 if type(digest) ~= 'string' or #digest == 0 or #digest > 64 then return fail('digest: expected 1 to 64 bytes') end
-if not is_uint(ARGV[10]) then return fail('n: expected an integer, got ' .. tostring(ARGV[10])) end
-local n = tonumber(ARGV[10])
+if type(rejected_blob) ~= 'string' then return fail('rejected_blob: expected a string') end
+if #rejected_blob > 0 then
+  local ok, offset, r = pcall(cmsgpack.unpack_one, rejected_blob)
+  if not ok or offset ~= -1 or type(r) ~= 'table' then return fail('rejected_blob: expected a msgpack list') end
+end
+if not is_uint(ARGV[11]) then return fail('n: expected an integer, got ' .. tostring(ARGV[11])) end
+local n = tonumber(ARGV[11])
 local LAST = FIRST - 1 + 2 * n
 if #ARGV ~= LAST and #ARGV ~= LAST + 1 then
   return fail('expected ' .. LAST .. ' arguments for ' .. n .. ' markets (and an optional kickoff), got ' .. #ARGV)
@@ -67,12 +78,11 @@ if completeness == 'complete' and n == 0 then return fail('completeness complete
 if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('mode removed takes no markets') end
 
 -- present[field] = its index in ARGV; the compare step below turns it into true
--- (stored, same payload) or false (stored, other payload).
+-- (stored, same payload), false (stored, other payload) or 'held' (stored, held).
 local present = {}
 for i = FIRST, LAST, 2 do
   local key = ARGV[i]
   if #key < 2 or not find(key, '@', 1, true) then return fail('market ' .. (i - FIRST) / 2 + 1 .. ': field ' .. key .. ' is not <id>@<line>') end
-  if #ARGV[i + 1] == 0 then return fail('market ' .. key .. ': empty payload') end
   if present[key] then return fail('market ' .. key .. ': duplicate field (merge rows before sending)') end
   present[key] = i
 end
@@ -106,10 +116,15 @@ end
 local stored_flat = redis.call('HGETALL', KEYS[1])
 -- one pass over the stored markets: compare the present ones, collect the others
 local missing = {}  -- indexes in stored_flat of stored fields this scrape did not list
+local held_payload = {}  -- stored payload of each held market that has one
 for i = 1, #stored_flat, 2 do
   local at = present[stored_flat[i]]
   if at then
-    present[stored_flat[i]] = (ARGV[at + 1] == stored_flat[i + 1])
+    if #ARGV[at + 1] == 0 then
+      present[stored_flat[i]] = 'held'; held_payload[stored_flat[i]] = stored_flat[i + 1]
+    else
+      present[stored_flat[i]] = (ARGV[at + 1] == stored_flat[i + 1])
+    end
   else
     missing[#missing + 1] = i
   end
@@ -118,9 +133,10 @@ local stamped_keys = redis.call('HKEYS', KEYS[2])
 local stamped_before = {}
 for i = 1, #stamped_keys do stamped_before[stamped_keys[i]] = true end
 
--- every payload that will be stored must be a market (unchanged ones equal stored bytes)
+-- every payload that will be stored must be a market (unchanged ones equal stored bytes;
+-- an empty one is a held market, never stored)
 for i = FIRST, LAST, 2 do
-  if present[ARGV[i]] ~= true and not is_market(ARGV[i], ARGV[i + 1]) then
+  if #ARGV[i + 1] > 0 and present[ARGV[i]] ~= true and not is_market(ARGV[i], ARGV[i + 1]) then
     return fail('market ' .. ARGV[i] .. ': payload is not a market for this field')
   end
 end
@@ -131,7 +147,13 @@ for i = FIRST, LAST, 2 do
   local key = ARGV[i]
   local same = present[key]
   local flags
-  if same == true then
+  if #ARGV[i + 1] == 0 then
+    -- held: present with its stored payload (a held market without one is ignored)
+    if same == 'held' and stamped_before[key] then
+      became_available[#became_available + 1] = key
+      record[#record + 1] = key; record[#record + 1] = held_payload[key]; record[#record + 1] = 'a'
+    end
+  elseif same == true then
     unchanged = unchanged + 1
   else
     if same == false then
@@ -141,11 +163,13 @@ for i = FIRST, LAST, 2 do
     end
     writes[#writes + 1] = key; writes[#writes + 1] = ARGV[i + 1]
   end
-  if stamped_before[key] then
-    became_available[#became_available + 1] = key; flags = (flags or '') .. 'a'
-  end
-  if flags then
-    record[#record + 1] = key; record[#record + 1] = ARGV[i + 1]; record[#record + 1] = flags
+  if #ARGV[i + 1] > 0 then
+    if stamped_before[key] then
+      became_available[#became_available + 1] = key; flags = (flags or '') .. 'a'
+    end
+    if flags then
+      record[#record + 1] = key; record[#record + 1] = ARGV[i + 1]; record[#record + 1] = flags
+    end
   end
 end
 if completeness ~= 'partial' then
@@ -203,10 +227,12 @@ end
 -- One change record per applied scrape: the flushers need nothing else, so
 -- expiring cache keys never lose a change, and PostgreSQL's last applied
 -- scrape time never lags Redis's (warm-up keeps refusing stale scrapes).
-local stream_id = redis.call('XADD', KEYS[5], '*',
-    'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
-    'scraped_at', scraped_us, 'completeness', completeness,
-    'present', present_blob, 'markets', cmsgpack.pack(record), 'kickoff', kickoff)
+local entry = {'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
+               'scraped_at', scraped_us, 'completeness', completeness,
+               'present', present_blob, 'markets', cmsgpack.pack(record), 'kickoff', kickoff}
+-- only when there are any: records without it read as "none rejected", by old code too
+if #rejected_blob > 0 then entry[#entry + 1] = 'rejected'; entry[#entry + 1] = rejected_blob end
+local stream_id = redis.call('XADD', KEYS[5], '*', unpack(entry))
 local result = {new, changed, unchanged, became_unavailable, became_available, stream_id}
 -- kept so that a retried call of this very scrape learns what it did
 redis.call('HSET', KEYS[3], 'last_digest', digest, 'last_reply', cmsgpack.pack(result))

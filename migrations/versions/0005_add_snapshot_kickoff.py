@@ -13,7 +13,7 @@ Both are additions: no backfill (existing snapshots get kickoff NULL until
 their next scrape that carries one).
 
 Revision ID: 0005
-Revises: 0003 (another branch adds 0004; the chain is fixed when they merge)
+Revises: 0004
 Create Date: 2026-11-30 13:20:00.000000+00:00
 
 """
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: Union[str, Sequence[str], None] = "0003"
+down_revision: Union[str, Sequence[str], None] = "0004"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
