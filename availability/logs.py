@@ -217,12 +217,19 @@ class LibraryLogger:
     _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                "error": logging.ERROR, "critical": logging.CRITICAL, "exception": logging.ERROR}
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, context: Mapping[str, Any] | None = None) -> None:
         self.name = name
+        self._context = dict(context or {})
         self._structlog = structlog.get_logger(name)
         self._stdlib = logging.getLogger(name)
 
+    def bind(self, **fields: Any) -> LibraryLogger:
+        """A logger adding ``fields`` to every call (as structlog's ``bind``)."""
+        return LibraryLogger(self.name, {**self._context, **fields})
+
     def _log(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if self._context:
+            fields = {**self._context, **fields}
         if structlog.is_configured():
             getattr(self._structlog, method)(event, **fields)
             return

@@ -29,17 +29,16 @@ from typing import Any, AsyncIterator, Iterable, Sequence
 
 import psycopg
 import psycopg.rows
-import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from availability import metrics, retention
 from availability.db.convert import HOME_BOOKMAKER
 from availability.db.engine import libpq_url
-from availability.logs import redact_url
+from availability.logs import get_logger, redact_url
 from availability.rows import BatchRows, MarketRowKey
 from availability.rules import SnapshotState, meta_hash
 
-_log = structlog.get_logger("availability.flusher")
+_log = get_logger("availability.flusher")
 
 __all__ = [
     "MARKET_COLUMNS",
