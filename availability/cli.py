@@ -468,15 +468,14 @@ def verify(app: App, events: tuple[int, ...], as_json: bool) -> None:
 async def _known_events(cache: Any, database_url: str, events: tuple[int, ...]) -> None:
     """Refuse ``--event`` ids stored neither in Redis nor in PostgreSQL: "agree"
     about an event nobody has heard of would be a false all-clear."""
+    from availability import storage
     from availability.db.engine import libpq_url
 
     if not events:
         return
     in_redis = {e for e in events if await cache.bookmakers_of(e)}
     async with await psycopg.AsyncConnection.connect(libpq_url(database_url), connect_timeout=5) as conn:
-        cur = await conn.execute("SELECT DISTINCT event_id FROM availability_snapshots WHERE event_id = ANY(%s)",
-                                 (list(events),))
-        in_postgres = {row[0] for row in await cur.fetchall()}
+        in_postgres = await storage.stored_events(conn, events)
     unknown = sorted(set(events) - in_redis - in_postgres)
     if unknown:
         raise ConfigError(f"--event {', '.join(map(str, unknown))}: stored neither in Redis (prefix "
