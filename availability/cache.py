@@ -18,7 +18,6 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-import structlog
 from redis.exceptions import ResponseError
 
 from availability import metrics
@@ -31,6 +30,7 @@ from availability.keys import (
     validate_bookmaker,
     validate_event_id,
 )
+from availability.logs import get_logger
 from availability.model import (
     CachedMarket,
     CachedSnapshot,
@@ -52,7 +52,7 @@ from availability.redis_adapter import Script, connection_kwargs, is_cluster
 
 __all__ = ["MarketCache", "RejectedMarket", "Scrape", "ScrapeOutcome"]
 
-log = structlog.get_logger("availability.cache")
+log = get_logger("availability.cache")
 
 APPLIED = "applied"
 DUPLICATE = "duplicate"

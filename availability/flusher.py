@@ -46,7 +46,6 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
-import structlog
 from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import ResponseError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_when_event_set
@@ -56,6 +55,7 @@ from availability.db.convert import HOME_BOOKMAKER
 from availability.db.engine import is_schema_error, schema_not_ready
 from availability.errors import SchemaNotReady
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
+from availability.logs import get_logger
 from availability.records import decode_record
 from availability.rows import BatchRows, _RecordRows, build_rows, record_rows
 from availability.storage import Fenced as _Fenced
@@ -75,7 +75,7 @@ __all__ = [
     "is_transient_pg",
 ]
 
-log = structlog.get_logger("availability.flusher")
+log = get_logger("availability.flusher")
 
 
 @dataclass

@@ -5,17 +5,17 @@ Conventions for every log call in this package: the event is a dotted noun
 variable -- counts, ids, durations, URLs -- goes in fields, never in the event
 text::
 
-    log = structlog.get_logger(__name__)
+    log = get_logger("availability.flusher")
     log.info("flush.batch", shard=3, records=120, rows=118, seconds=0.042)
 
 Library code only logs; it never configures logging (the CLI calls
 :func:`configure_logging` at start-up, an embedding application configures
-structlog or ``logging`` itself). Modules whose code may run in an
-unconfigured process (the pure :mod:`availability.detection`, the
-coordinator) take their logger from :func:`get_logger`: until structlog is
-configured, its events go to the standard ``logging`` module, which stays
-silent below WARNING and writes to stderr, instead of structlog's
-unconfigured default of printing every event to stdout.
+structlog or ``logging`` itself). Every module of the package takes its
+logger from :func:`get_logger`, never ``structlog.get_logger``: until
+structlog is configured, its events go to the standard ``logging`` module,
+which stays silent below WARNING and writes to stderr, instead of structlog's
+unconfigured default of printing every event to stdout
+(``tests/test_library_output.py`` checks it in a fresh process).
 
 Passwords never reach a log line: :func:`configure_logging` installs
 :func:`redact_processor`, which masks the password of every URL-looking
@@ -217,12 +217,19 @@ class LibraryLogger:
     _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                "error": logging.ERROR, "critical": logging.CRITICAL, "exception": logging.ERROR}
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, context: Mapping[str, Any] | None = None) -> None:
         self.name = name
+        self._context = dict(context or {})
         self._structlog = structlog.get_logger(name)
         self._stdlib = logging.getLogger(name)
 
+    def bind(self, **fields: Any) -> LibraryLogger:
+        """A logger adding ``fields`` to every call (as structlog's ``bind``)."""
+        return LibraryLogger(self.name, {**self._context, **fields})
+
     def _log(self, method: str, event: str, fields: dict[str, Any]) -> None:
+        if self._context:
+            fields = {**self._context, **fields}
         if structlog.is_configured():
             getattr(self._structlog, method)(event, **fields)
             return

@@ -219,9 +219,13 @@ def market_key(betpawa_market_id: Any, line: Any) -> MarketKey:
     return MarketKey(normalize_market_id(betpawa_market_id), normalize_line(line))
 
 
-def key_sort_order(key: MarketKey) -> tuple[str, bool, float]:
-    """Sort order for keys: by id, the no-line market first, then by line."""
-    return (key[0], key[1] is not None, key[1] or 0.0)
+def key_sort_order(key: MarketKey) -> tuple[bool, int, str, bool, float]:
+    """Sort order for keys: by id, numeric ids as numbers (``14`` before ``139``,
+    as people read them) and any other id after them as text; then the no-line
+    market first, then by line."""
+    market_id = key[0]
+    numeric = market_id.isascii() and market_id.isdigit()
+    return (not numeric, int(market_id) if numeric else 0, market_id, key[1] is not None, key[1] or 0.0)
 
 
 def key_to_field(key: MarketKey) -> str:

@@ -45,10 +45,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import psycopg
-import structlog
 
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.errors import ConfigurationError
+from availability.logs import get_logger
 from availability.model import from_micros, to_micros
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
     "PAST_RETENTION_SQL",
 ]
 
-log = structlog.get_logger("availability.retention")
+log = get_logger("availability.retention")
 
 DEFAULT_RETENTION = "14d"
 EVENT_LOCK_CLASS = 0x6177  # "aw": per-event advisory locks shared by prune and the flushers

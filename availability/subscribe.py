@@ -51,12 +51,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import structlog
 from prometheus_client import Gauge
 from redis.exceptions import ResponseError
 
 from availability import metrics
 from availability.keys import DEFAULT_PREFIX, DEFAULT_SHARDS, KeySchema
+from availability.logs import get_logger
 from availability.model import MarketKey, key_to_field
 from availability.records import RecordError, decode_record
 
@@ -71,7 +71,7 @@ __all__ = [
     "subscribers_key",
 ]
 
-log = structlog.get_logger("availability.subscribe")
+log = get_logger("availability.subscribe")
 
 DEFAULT_MAX_LAG = 100_000  # records per shard stream a registered group may fall behind
 BECAME_UNAVAILABLE = "became_unavailable"

@@ -31,11 +31,11 @@ from datetime import datetime
 from typing import Any, Iterable
 
 import psycopg
-import structlog
 
 from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
+from availability.logs import get_logger
 from availability.model import encode_market, format_ts, key_to_field, market_key
 from availability.redis_adapter import Script
 from availability.retention import cutoff
@@ -43,7 +43,7 @@ from availability.storage import PgSnapshot, bump_generation, load_snapshots
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
 
-log = structlog.get_logger("availability.warm")
+log = get_logger("availability.warm")
 
 _PIPELINE = 100  # snapshots per round trip
 

@@ -5,13 +5,14 @@ or an unreachable server)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,14 @@ def test_demo_runs_end_to_end_and_verifies_clean(redis_url: str, database_url: s
     assert report["servers"]["embedded"] == []  # the given servers were used, none started
     print(f"demo --events 8 --cycles 3: {elapsed:.1f} s")
 
+    # the ending: one busy event compared, and the alert count, the same as a scan of every snapshot says
+    assert report["compare"]["same_in_postgres"] and report["compare"]["event_id"] in range(1_000_001, 1_000_009)
+    alerts = report["alerts"]
+    assert alerts["same_in_postgres"]
+    scanned = asyncio.run(_events_with_unavailable_by_scan(redis_url, key_prefix, datetime.fromisoformat(alerts["now"])))
+    assert (alerts["events"], alerts["events_any_kickoff"]) == scanned
+    assert alerts["events"] > 0
+
     # the same report for people
     from rich.console import Console
 
@@ -269,9 +278,25 @@ def test_demo_runs_end_to_end_and_verifies_clean(redis_url: str, database_url: s
     text = console.export_text()
     for label in ("scrapes", "transitions", "flush", "postgres", "expected", "verify", "timings"):
         assert f"\n  {label}" in text
+    *_, compare_line, alerts_line, verdict = text.rstrip().splitlines()
+    assert compare_line.startswith(f"  compare     busiest event {report['compare']['event_id']}: ")
+    assert alerts_line.startswith(f"  alerts      {alerts['events']:,} events with unavailable markets, kickoff after ")
+    assert "same count from PostgreSQL" in alerts_line
     assert (f"{scrapes['market_observations']:,} rows delivered = {scrapes['markets_new']:,} new + "
             f"{scrapes['markets_changed']:,} odds changed + {scrapes['markets_unchanged']:,} unchanged") in text
     assert text.rstrip().endswith("OK")
+
+
+async def _events_with_unavailable_by_scan(redis_url: str, prefix: str, now: datetime) -> tuple[int, int]:
+    """Events of the demo's feed with an unavailable market in the cache, read
+    snapshot by snapshot (not from the alerts index): (kickoff after ``now``, any kickoff)."""
+    from availability.demo.feed import Feed, FeedConfig
+
+    feed = Feed(FeedConfig(seed=1, events=8))
+    async with MarketCache.from_url(redis_url, prefix=prefix) as cache:
+        snapshots = await cache.get_snapshots(feed.event_ids())
+    alerting = {e for (e, _), snap in snapshots.items() if any(m.unavailable_at for m in snap.markets)}
+    return len({e for e in alerting if feed.kickoff(e) > now}), len(alerting)
 
 
 async def test_demo_never_writes_into_a_prefix_that_holds_a_deployment(one_event: MarketCache, redis_url: str,

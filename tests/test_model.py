@@ -193,6 +193,14 @@ def test_key_sort_order_puts_no_line_first_then_lines_ascending():
     ]
 
 
+def test_key_sort_order_sorts_numeric_ids_as_numbers_and_other_ids_after_them():
+    keys = [market_key("139", 4.5), market_key("14", 3.0), market_key("x1", None), market_key("2", None),
+            market_key("014", None), market_key("A", None)]
+    assert [key_to_field(k) for k in sorted(keys, key=key_sort_order)] == [
+        "2@_", "014@_", "14@3.0", "139@4.5", "A@_", "x1@_",
+    ]
+
+
 # ---------------------------------------------------------------- time
 
 

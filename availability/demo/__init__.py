@@ -18,7 +18,7 @@ too (a second scraper on the same event): both refused as stale.
 Everything is deterministic given the seed: the parent lets each cycle's
 listing phase finish before its scrape phase, and each worker delivers in a
 fixed order, so each worker can replay its events through the pure reference
-rules (:func:`availability.detection.detect_availability_changes`) and the
+rules (:func:`availability.rules.apply_to_snapshot`) and the
 demo checks the cache against that expectation, besides running ``verify``
 (cache against PostgreSQL).
 """

@@ -8,8 +8,10 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from availability import storage
 from availability.demo.feed import Feed, FeedConfig
 from availability.demo.options import DemoFailed, DemoOptions
 from availability.demo.workers import _Children
@@ -87,8 +89,7 @@ async def _claim_database(database_url: str, event_ids: list[int]) -> Any:
 
     conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
     try:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_DEMO_LOCK,))
-        if not (await cur.fetchone())[0]:  # type: ignore[index]
+        if not await storage.try_session_lock(conn, _DEMO_LOCK):
             raise ConfigurationError(
                 f"database {redact_url(database_url)} is in use by another demo; "
                 f"point DATABASE_URL at another database"
@@ -103,11 +104,7 @@ async def _claim_database(database_url: str, event_ids: list[int]) -> Any:
 async def _refuse_used_database(conn: Any, database_url: str, event_ids: list[int]) -> None:
     from availability.logs import redact_url
 
-    cur = await conn.execute(
-        "SELECT count(*) FROM availability_snapshots WHERE event_id BETWEEN %s AND %s",
-        (min(event_ids), max(event_ids)),
-    )
-    (n,) = await cur.fetchone()
+    n = await storage.count_snapshots_between(conn, min(event_ids), max(event_ids))
     if n:
         raise ConfigurationError(
             f"database {redact_url(database_url)} already holds {n} snapshots of the demo's events "
@@ -120,17 +117,8 @@ async def _row_counts(database_url: str) -> dict[str, int]:
 
     from availability.db.engine import libpq_url
 
-    out = {}
     async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
-        for table in ("market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots"):
-            cur = await conn.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed names
-            (out[table],) = await cur.fetchone()
-        cur = await conn.execute(
-            "SELECT transition, count(*) FROM market_availability_history GROUP BY transition ORDER BY 1"
-        )
-        for transition, n in await cur.fetchall():
-            out[f"history_{transition}"] = n
-    return out
+        return await storage.table_counts(conn)
 
 
 async def _compare_expected(cache: Any, digest: dict[str, Any]) -> list[str]:
@@ -270,6 +258,7 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
             )
         stats = await _cache_totals(cache)
         busiest = await _busiest_comparison(cache, database_url, event_ids)
+        alerts = await _alert_count(cache, database_url, now=feed.cycle_start(options.cycles))
         flushed = Counter()
         for s in flusher_stats:
             flushed.update({k: v for k, v in s.items() if isinstance(v, int)})
@@ -315,6 +304,7 @@ async def _demo(options: DemoOptions, redis_url: str, database_url: str, childre
             "verify": {"ok": not mismatches, "mismatches": len(mismatches),
                        "examples": [str(m) for m in mismatches[:10]]},
             "compare": busiest,
+            "alerts": alerts,
             "timings": {"scrape_seconds": round(scrape_s, 2), "drain_seconds": round(drain_s, 2),
                         "demo_seconds": round(time.monotonic() - started, 2)},
         }
@@ -334,15 +324,12 @@ async def _busiest_comparison(cache: Any, database_url: str, event_ids: list[int
     from availability.reader import AvailabilityReader
 
     async with await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT event_id FROM market_availability_history WHERE event_id = ANY(%s) "
-            "GROUP BY event_id ORDER BY count(*) DESC, event_id LIMIT 1", (event_ids,))
-        row = await cur.fetchone()
-        if row is None:
+        event_id = await storage.busiest_event(conn, event_ids)
+        if event_id is None:
             return None
         async with AvailabilityReader(cache, conn) as reader:
-            comparison = await reader.compare(row[0])
-            same = comparison == await reader.compare(row[0], source="postgres")
+            comparison = await reader.compare(event_id)
+            same = comparison == await reader.compare(event_id, source="postgres")
     return {
         "event_id": comparison.event_id,
         "bookmakers": {b.bookmaker: {"markets": b.markets, "unavailable": b.unavailable,
@@ -352,6 +339,24 @@ async def _busiest_comparison(cache: Any, database_url: str, event_ids: list[int
         "available_everywhere": sum(1 for m in comparison.markets if m.everywhere_available),
         "same_in_postgres": same,
     }
+
+
+async def _alert_count(cache: Any, database_url: str, *, now: datetime) -> dict[str, Any]:
+    """The app's "N events with unavailable markets" at the end of the run: from
+    Redis (:func:`availability.alerts.count_events_with_unavailable`, the shards'
+    alerts index) and from PostgreSQL (the two must be equal). "Upcoming" is
+    judged at the feed's clock (``now``), not the wall clock: the feed's events
+    kick off on fixed dates."""
+    from availability.alerts import count_events_with_unavailable
+    from availability.reader import AvailabilityReader
+
+    upcoming = await count_events_with_unavailable(cache, now=now)
+    every = await count_events_with_unavailable(cache, upcoming_only=False, now=now)
+    async with AvailabilityReader(None, database_url) as reader:
+        in_postgres = (await reader.count_events_with_unavailable(source="postgres", now=now),
+                       await reader.count_events_with_unavailable(upcoming_only=False, source="postgres", now=now))
+    return {"events": upcoming, "events_any_kickoff": every, "now": format_ts(now),
+            "same_in_postgres": in_postgres == (upcoming, every)}
 
 
 async def _cache_totals(cache: Any) -> dict[str, int]:

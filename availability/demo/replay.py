@@ -1,13 +1,13 @@
 """Who delivers which scrape when, and the reference replay of what the cache must then hold.
 
 Both are pure: the workers deliver by :func:`delivery_plan`, and each worker
-replays its own deliveries through :func:`availability.detection.detect_availability_changes`
-into an :class:`Expectation` the parent compares the cache with.
+replays its own deliveries through the package's pure rules
+(:func:`availability.rules.apply_to_snapshot`) into an :class:`Expectation`
+the parent compares the cache with.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from availability.coordinator import ScrapeResult
-from availability.detection import detect_availability_changes
-from availability.model import CachedMarket, MarketKey, encode_market, format_ts, key_to_field
+from availability.model import CachedMarket, encode_market, format_ts, key_to_field
+from availability.rules import SnapshotState, apply_to_snapshot
 
 __all__ = ["Delivery", "Expectation", "delivery_plan", "slow_worker"]
 
@@ -56,22 +56,16 @@ def delivery_plan(seed: int, cycle: int, event_index: int, bookmaker: str, worke
 
 
 @dataclass
-class _RefSnapshot:
-    markets: dict[MarketKey, CachedMarket] = field(default_factory=dict)
-    stamps: dict[MarketKey, datetime] = field(default_factory=dict)
-    last: datetime | None = None
-    cached: bool = False  # in the shard's snapshot index (any applied scrape)
-
-
-@dataclass
 class Expectation:
-    """What the reference rules say the cache must hold for some events."""
+    """What the reference rules say the cache must hold for some events.
+
+    A thin user of :mod:`availability.rules`, the package's one pure statement
+    of what a scrape does (the twin of ``apply_scrape.lua``): this class only
+    adds what the rules leave to the cache -- failed fetches and empty pages
+    say nothing, a scrape not newer than the last one is stale -- and counts."""
 
     counts: Counter = field(default_factory=Counter)
-    snapshots: dict[tuple[int, str], _RefSnapshot] = field(default_factory=dict)
-
-    def _snap(self, event_id: int, bookmaker: str) -> _RefSnapshot:
-        return self.snapshots.setdefault((event_id, bookmaker), _RefSnapshot())
+    snapshots: dict[tuple[int, str], SnapshotState] = field(default_factory=dict)
 
     def scrape(self, result: ScrapeResult, shown: list[CachedMarket], copies: int = 1) -> None:
         """``copies`` deliveries of one scrape; ``shown`` is what it shows,
@@ -88,72 +82,45 @@ class Expectation:
         if not result.markets:  # a flaky endpoint's empty page: says nothing
             c["ignored_empty"] += 1
             return
-        snap = self._snap(result.event_id, result.bookmaker)
-        if snap.last is not None and result.scraped_at <= snap.last:
+        state = self.snapshots.setdefault((result.event_id, result.bookmaker), SnapshotState())
+        if state.last_scraped_at is not None and result.scraped_at <= state.last_scraped_at:
             c["stale"] += 1
             c["rows_stale"] += len(result.markets)
             return
         merged = {m.key: m for m in shown}
         c["rows_merged"] += len(result.markets) - len(merged)  # split rows of one market, merged into one
-        stamps = snap.stamps
-        # Only markets that can change state go to the rules: the missing ones
-        # (none for a partial page, which stamps nothing) and the stamped ones.
-        if result.complete:
-            keys = [k for k in snap.markets if k not in merged or k in stamps]
-        else:
-            keys = [k for k in snap.markets if k in merged and k in stamps]
-        previous = [dataclasses.replace(snap.markets[k], unavailable_at=stamps[k]) if k in stamps
-                    else snap.markets[k] for k in keys]
-        gone, back, _ = detect_availability_changes(previous, [merged[k] for k in keys if k in merged],
-                                                    result.scraped_at)
+        applied = apply_to_snapshot(state, result.scraped_at, merged, complete=result.complete)
         c["applied"] += 1
-        c["became_unavailable"] += len(gone)
-        c["became_available"] += len(back)
-        for key, market in merged.items():
-            old = snap.markets.get(key)
-            if old is None:
-                c["new"] += 1
-            elif old != market:
-                c["changed"] += 1
-            else:
-                c["unchanged"] += 1
-            snap.markets[key] = market
-        for m in back:
-            snap.stamps.pop(m.key, None)
-        for m in gone:
-            snap.stamps[m.key] = result.scraped_at
-        snap.last = result.scraped_at
-        snap.cached = True
+        c["became_unavailable"] += len(applied.became_unavailable)
+        c["became_available"] += len(applied.became_available)
+        c["new"] += applied.new
+        c["changed"] += applied.changed
+        c["unchanged"] += applied.unchanged
 
     def removed(self, event_id: int, bookmaker: str, at: datetime) -> None:
         """The event left a listing that was fetched completely."""
-        snap = self.snapshots.get((event_id, bookmaker))
-        if snap is None or not snap.cached:
+        state = self.snapshots.get((event_id, bookmaker))
+        if state is None or state.last_scraped_at is None:
             return  # reconciliation only looks at cached events
         c = self.counts
         c["removals"] += 1
-        if snap.last is not None and at <= snap.last:
+        if at <= state.last_scraped_at:
             c["removals_stale"] += 1
             return
-        if not snap.markets:
+        if not state.markets:
             return
-        gone, _, _ = detect_availability_changes(
-            [dataclasses.replace(m, unavailable_at=snap.stamps.get(k)) for k, m in snap.markets.items()], [], at
-        )
-        c["removal_stamped"] += len(gone)
-        for m in gone:
-            snap.stamps[m.key] = at
-        snap.last = at
+        applied = apply_to_snapshot(state, at, {}, complete=True, removed=True)
+        c["removal_stamped"] += len(applied.became_unavailable)
 
     def digest(self) -> dict[str, Any]:
         """The expected state in a form that pickles small: per snapshot, the
         last scrape, each market's canonical encoding and stamp."""
         return {
             f"{e}:{b}": {
-                "last": format_ts(s.last) if s.last else None,
-                "markets": {key_to_field(k): (encode_market(m), format_ts(s.stamps[k]) if k in s.stamps else None)
+                "last": format_ts(s.last_scraped_at),
+                "markets": {key_to_field(k): (encode_market(m), format_ts(m.unavailable_at) if m.unavailable_at else None)
                             for k, m in s.markets.items()},
             }
             for (e, b), s in self.snapshots.items()
-            if s.cached
+            if s.last_scraped_at is not None
         }

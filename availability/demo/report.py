@@ -127,6 +127,9 @@ def render_report(report: dict[str, Any], console: Any, *, servers_kept: bool = 
     else:
         lines.append(("verify", f"[red]{_n(ve['mismatches'])} mismatches between Redis and PostgreSQL[/red]"))
         lines += [("", m) for m in ve["examples"][:5]]
+    lines.append(("timings", f"servers {ti.get('startup_seconds', 0):.1f} s, cycles {ti['scrape_seconds']:.1f} s, "
+                             f"drain {ti['drain_seconds']:.1f} s, total {ti.get('total_seconds', ti['demo_seconds']):.1f} s"))
+    # the ending: what the app shows of the run -- one busy event compared, and the alert count
     busy = report.get("compare")
     if busy:
         per = ", ".join(f"{b} {v['markets']} markets ({v['unavailable']} unavailable"
@@ -137,8 +140,14 @@ def render_report(report: dict[str, Any], console: Any, *, servers_kept: bool = 
         lines.append(("compare", f"busiest event {busy['event_id']}: {per}; {busy['available_everywhere']} of "
                                  f"{busy['markets']} markets available everywhere; {same} "
                                  f"(availability compare {busy['event_id']})"))
-    lines.append(("timings", f"servers {ti.get('startup_seconds', 0):.1f} s, cycles {ti['scrape_seconds']:.1f} s, "
-                             f"drain {ti['drain_seconds']:.1f} s, total {ti.get('total_seconds', ti['demo_seconds']):.1f} s"))
+    alerts = report.get("alerts")
+    if alerts:
+        same = ("same count from PostgreSQL" if alerts["same_in_postgres"]
+                else "[red]PostgreSQL gives another count[/red]")
+        lines.append(("alerts", f"{_n(alerts['events'])} events with unavailable markets, kickoff after "
+                                f"{alerts['now'][:16].replace('T', ' ')} (the feed's clock; "
+                                f"{_n(alerts['events_any_kickoff'])} counting past kickoffs); {same} "
+                                f"(availability alerts --all)"))
     console.print(f"[bold]availability demo[/bold]: {o['events']} events x {o['cycles']} cycles at 3 bookmakers, "
                   f"{o['workers']} workers, {o['flushers']} flushers, seed {o['seed']}, prefix {o['prefix']!r}",
                   soft_wrap=True)

@@ -15,15 +15,15 @@ import traceback
 from collections import Counter
 from typing import Any, Iterable
 
-import structlog
 
 from availability.coordinator import BatchSummary, EventCoordinator, ScrapeResult
 from availability.demo.feed import Feed, FeedConfig
 from availability.demo.options import DemoFailed, DemoOptions
 from availability.demo.replay import Delivery, Expectation, delivery_plan, slow_worker
+from availability.logs import get_logger
 from availability.model import CachedMarket
 
-log = structlog.get_logger("availability.demo")
+log = get_logger("availability.demo")
 
 
 # ---------------------------------------------------------------- the worker process

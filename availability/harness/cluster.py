@@ -9,14 +9,14 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any, Self
 
-import structlog
 
 from availability.errors import ServerStartError
 from availability.harness.binaries import find_redis_cli, find_redis_server
 from availability.harness.process import _port_is_free, _register, _unregister, free_port
 from availability.harness.redis import RedisServer
+from availability.logs import get_logger
 
-_log = structlog.get_logger("availability.harness")
+_log = get_logger("availability.harness")
 
 
 _CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 (the cluster bus)

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import structlog
 
 from availability.errors import ServerStartError
 from availability.harness.binaries import ServerBinary, locate_postgres_bin
 from availability.harness.process import LOOPBACK, _EmbeddedServer, _mkdtemp, _stop_process
+from availability.logs import get_logger
 
-_log = structlog.get_logger("availability.harness")
+_log = get_logger("availability.harness")
 
 _POSTGRES_OS_USER = "postgres"
 _MAX_PG_IDENTIFIER = 63

@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol, Self
 
-import structlog
 
 from availability.errors import ServerStartError
 from availability.harness.binaries import ServerBinary
+from availability.logs import get_logger
 
-_log = structlog.get_logger("availability.harness")
+_log = get_logger("availability.harness")
 
 LOOPBACK = "127.0.0.1"
 

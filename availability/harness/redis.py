@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
-import structlog
 
 from availability.errors import ServerStartError
 from availability.harness.binaries import ServerBinary, locate_redis_server
 from availability.harness.process import LOOPBACK, _EmbeddedServer, _mkdtemp, _stop_process
+from availability.logs import get_logger
 
-_log = structlog.get_logger("availability.harness")
+_log = get_logger("availability.harness")
 
 
 class RedisServer(_EmbeddedServer):

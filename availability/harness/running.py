@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import structlog
 
 from availability.harness.postgres import PostgresServer
 from availability.harness.redis import RedisServer
+from availability.logs import get_logger
 
-_log = structlog.get_logger("availability.harness")
+_log = get_logger("availability.harness")
 
 
 class _Logger(Protocol):
