@@ -10,18 +10,16 @@ flushers.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from availability.errors import CacheNotReady, ConfigurationError, InvalidScrape
 from availability.keys import (
@@ -49,6 +47,7 @@ from availability.model import (
     to_micros,
     to_utc,
 )
+from availability.redis_adapter import Script, connection_kwargs, is_cluster
 
 __all__ = ["MarketCache", "Scrape", "ScrapeOutcome"]
 
@@ -68,9 +67,6 @@ ERROR = "error"
 # data is then answered ``stale``).
 REDELIVERY_FIELDS = ("last_digest", "last_reply")
 
-# Script calls of one MarketCache in flight at once on a Redis Cluster (see MarketCache.__init__).
-_CLUSTER_IN_FLIGHT = 32
-
 
 def _encode(market: CachedMarket, where: str) -> bytes:
     try:
@@ -79,10 +75,6 @@ def _encode(market: CachedMarket, where: str) -> bytes:
         raise InvalidScrape(
             f"{where}: market {key_to_field(market.key)}: cannot be encoded: {type(exc).__name__}: {exc}"
         ) from exc
-
-
-def _load_lua(name: str) -> str:
-    return resources.files("availability").joinpath("lua", name).read_text()
 
 
 @dataclass(frozen=True)
@@ -180,26 +172,14 @@ class MarketCache:
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
     ) -> None:
-        # Redis keeps its settings on the connection pool, RedisCluster on itself.
-        kwargs = (
-            getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
-            or getattr(client, "connection_kwargs", None)
-            or {}
-        )
-        if kwargs.get("decode_responses"):
+        if connection_kwargs(client).get("decode_responses"):
             raise ConfigurationError("redis client: decode_responses must be False (market payloads are msgpack bytes)")
         self.client = client
         self.keys = KeySchema(prefix, shards)
-        self._script = _load_lua("apply_scrape.lua")
-        self._sha: str | None = None
+        self.script = Script(client, "apply_scrape.lua")
         self._config_checked = False
-        self._is_cluster = client.__class__.__name__ == "RedisCluster"
+        self._is_cluster = is_cluster(client)
         self._owns_client = False
-        # On a cluster every scrape is its own EVALSHA, and redis-py's cluster client
-        # raises MaxConnectionsError (rather than waiting) once a node's pool is used
-        # up: at most this many script calls of this cache are in flight at once.
-        self._max_in_flight = max(1, min(_CLUSTER_IN_FLIGHT, int(kwargs.get("max_connections") or _CLUSTER_IN_FLIGHT)))
-        self._in_flight: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS, **kwargs: Any) -> "MarketCache":
@@ -214,6 +194,11 @@ class MarketCache:
         cache = cls(client, prefix=prefix, shards=shards)
         cache._owns_client = True
         return cache
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the client is a ``RedisCluster`` (one slot per command)."""
+        return self._is_cluster
 
     async def close(self) -> None:
         if self._owns_client:
@@ -345,30 +330,10 @@ class MarketCache:
 
     # ------------------------------------------------------------ script calls
 
-    async def _sha1(self) -> str:
-        if self._sha is None:
-            self._sha = await self.client.script_load(self._script)
-        return self._sha
-
-    def _cluster_limiter(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._in_flight is None or self._in_flight[0] is not loop:
-            self._in_flight = (loop, asyncio.Semaphore(self._max_in_flight))
-        return self._in_flight[1]
-
     async def _run_one(self, prepared: _Prepared) -> Any:
-        """EVALSHA, falling back to EVAL after SCRIPT FLUSH or a restart."""
-        if self._is_cluster:
-            async with self._cluster_limiter():
-                return await self._call_script(prepared)
-        return await self._call_script(prepared)
-
-    async def _call_script(self, prepared: _Prepared) -> Any:
+        """One scrape's script call (EVALSHA, EVAL after SCRIPT FLUSH or a restart)."""
         assert prepared.keys is not None and prepared.args is not None
-        try:
-            return await self.client.evalsha(await self._sha1(), len(prepared.keys), *prepared.keys, *prepared.args)
-        except NoScriptError:
-            return await self.client.eval(self._script, len(prepared.keys), *prepared.keys, *prepared.args)
+        return await self.script(prepared.keys, prepared.args)
 
     def _outcome(self, prepared: _Prepared, reply: Any) -> ScrapeOutcome:
         if prepared.outcome is not None:
@@ -468,25 +433,9 @@ class MarketCache:
         replies: dict[int, Any] = {}
         if runnable:
             await self.ensure_config()
-            if self._is_cluster:
-                results = await asyncio.gather(*(self._run_one(p) for p in runnable), return_exceptions=True)
-            else:
-                sha = await self._sha1()
-                pipe = self.client.pipeline(transaction=False)
-                for p in runnable:
-                    pipe.evalsha(sha, len(p.keys), *p.keys, *p.args)
-                results = await pipe.execute(raise_on_error=False)
-                for i, (p, r) in enumerate(zip(runnable, results)):
-                    if isinstance(r, NoScriptError):  # SCRIPT FLUSH or restart: the script did not run
-                        try:
-                            results[i] = await self._run_one(p)
-                        except ResponseError as exc:
-                            results[i] = exc
+            # one pipeline (one EVALSHA per scrape on a cluster); connection errors raise
+            results = await self.script.many([(p.keys, p.args) for p in runnable])  # type: ignore[misc]
             for p, r in zip(runnable, results):
-                if isinstance(r, (ConnectionError, OSError)) or (
-                    isinstance(r, Exception) and not isinstance(r, ResponseError)
-                ):
-                    raise r
                 replies[id(p)] = r
         return [self._outcome(p, replies.get(id(p))) for p in prepared]
 

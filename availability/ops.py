@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.exceptions import ResponseError
-
+from availability import streams
 from availability.cache import MarketCache, snapshot_from_hashes
 from availability.keys import KeySchema, validate_bookmaker, validate_event_id
 from availability.model import CachedSnapshot, format_ts, key_to_field, market_to_dict, parse_ts
@@ -141,40 +140,8 @@ def render_inspect(report: dict[str, Any], console: Any) -> None:
 
 
 async def stream_backlog(cache: MarketCache, shards: range | list[int] | None = None) -> dict[int, dict[str, Any]]:
-    """Per shard: stream length, and over its consumer groups the records not
-    yet delivered (``lag``) and delivered but not acknowledged (``pending``).
-
-    Without a consumer group (no flusher ever ran) every record is lag.
-    """
-    keys = cache.keys
-    shards = list(keys.all_shards() if shards is None else shards)
-    pipe = cache.client.pipeline(transaction=False)
-    for s in shards:
-        pipe.xlen(keys.changes(s))
-        pipe.xlen(keys.dead_letters(s))
-    lengths = await pipe.execute()
-    out: dict[int, dict[str, Any]] = {}
-    for i, s in enumerate(shards):
-        length, dead = int(lengths[2 * i]), int(lengths[2 * i + 1])
-        groups: list[dict[str, Any]] = []
-        if length:
-            try:
-                groups = await cache.client.xinfo_groups(keys.changes(s))
-            except ResponseError:  # the stream vanished between XLEN and XINFO
-                groups = []
-        lag = pending = 0
-        names = []
-        for g in groups:
-            name = g.get("name")
-            names.append(name.decode() if isinstance(name, bytes) else str(name))
-            pending += int(g.get("pending") or 0)
-            group_lag = g.get("lag")
-            # lag is unknown (None) after entries were deleted mid-stream; count the stream then
-            lag = max(lag, length if group_lag is None else int(group_lag))
-        if not groups:
-            lag = length
-        out[s] = {"stream_length": length, "lag": lag, "pending": pending, "dead_letters": dead, "groups": names}
-    return out
+    """Per shard: stream length, lag, pending, dead letters and groups (see :func:`availability.streams.backlog`)."""
+    return await streams.backlog(cache.client, cache.keys, shards)
 
 
 async def shard_stats(cache: MarketCache, *, memory_samples: int = 20) -> dict[str, Any]:

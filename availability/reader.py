@@ -440,7 +440,7 @@ class AvailabilityReader:
         bookmakers = list(dict.fromkeys([*self.bookmakers, *found]))
         keys = cache.keys
         replies: list[Any] = []
-        if cache.client.__class__.__name__ == "RedisCluster":
+        if cache.is_cluster:
             for b in bookmakers:
                 replies += [await cache.client.hgetall(keys.meta(event_id, b)),
                             await cache.client.hgetall(keys.markets(event_id, b)),
@@ -466,7 +466,7 @@ class AvailabilityReader:
 
     async def _postgres_sides(self, event_id: int) -> dict[str, tuple[_Side, dict[MarketKey, datetime]]]:
         """Per bookmaker, the side and each market's ``captured_at`` (odds last changed)."""
-        from availability.warm import load_snapshots
+        from availability.storage import load_snapshots
 
         conn = await self._connection()
         out: dict[str, tuple[_Side, dict[MarketKey, datetime]]] = {}

@@ -27,7 +27,7 @@ from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.model import CachedMarket, CachedSnapshot, decode_market, encode_market, format_ts, key_to_field
-from availability.warm import PgSnapshot, load_snapshots
+from availability.storage import PgSnapshot, load_snapshots
 
 __all__ = ["Mismatch", "verify", "KINDS"]
 

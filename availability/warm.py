@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from importlib import resources
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, Iterable
 
 import psycopg
 import structlog
@@ -37,14 +35,14 @@ import structlog
 from availability.cache import MarketCache
 from availability.db.convert import HOME_BOOKMAKER, row_to_market
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
-from availability.db import fence
-from availability.model import encode_market, format_ts, key_to_field, market_key, to_micros
+from availability.model import encode_market, format_ts, key_to_field, market_key
+from availability.redis_adapter import Script
+from availability.storage import PgSnapshot, bump_generation, load_snapshots
 
 __all__ = ["WarmStats", "warm", "load_snapshots", "PgSnapshot"]
 
 log = structlog.get_logger("availability.warm")
 
-_SCRIPT = resources.files("availability").joinpath("lua", "warm_snapshot.lua").read_text()
 _PIPELINE = 100  # snapshots per round trip
 
 
@@ -57,101 +55,6 @@ class WarmStats:
     seconds: float = 0.0
     generation: int = 0  # the warm-up fence generation this warm-up set
     undecodable: int = 0  # PostgreSQL rows that could not be read as markets (logged, skipped)
-
-
-@dataclass
-class PgSnapshot:
-    """One (event, bookmaker) as PostgreSQL holds it."""
-
-    event_id: int
-    bookmaker: str
-    last_scraped_at: datetime | None
-    captured_at: datetime | None
-    last_confirmed_at: datetime | None
-    removed_at: datetime | None
-    rows: list[dict[str, Any]]
-
-    def meta(self) -> dict[str, str]:
-        """The meta hash as ``apply_scrape.lua`` writes it."""
-        last = self.last_scraped_at or max(r["scraped_at"] for r in self.rows)
-        unavailable = sum(1 for r in self.rows if r["unavailable_at"] is not None)
-        meta = {
-            "event_id": str(self.event_id),
-            "bookmaker": self.bookmaker,
-            "last_scraped_us": str(to_micros(last)),
-            "last_scraped_at": format_ts(last),
-            "markets": str(len(self.rows)),
-            "unavailable": str(unavailable),
-        }
-        captured = self.captured_at or max((r["captured_at"] for r in self.rows), default=None)
-        confirmed = self.last_confirmed_at or max((r["last_confirmed_at"] for r in self.rows), default=None)
-        if captured is not None:
-            meta["captured_at"] = format_ts(captured)
-        if confirmed is not None:
-            meta["last_confirmed_at"] = format_ts(confirmed)
-        if self.removed_at is not None:
-            meta["removed_at"] = format_ts(self.removed_at)
-        return meta
-
-
-_SNAPSHOTS_SQL = """
-SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at
-FROM availability_snapshots {where}
-"""
-_MARKETS_SQL = """
-SELECT * FROM (
-    SELECT event_id, %(home)s::text AS bookmaker, betpawa_market_id, line, betpawa_market_name, handicap_type,
-           handicap_home, handicap_away, outcomes, market_groups, captured_at, last_confirmed_at, scraped_at,
-           unavailable_at
-    FROM market_odds {where}
-    UNION ALL
-    SELECT event_id, source, betpawa_market_id, line, betpawa_market_name, handicap_type,
-           handicap_home, handicap_away, outcomes, market_groups, captured_at, last_confirmed_at, scraped_at,
-           unavailable_at
-    FROM competitor_market_odds {where}
-) AS m ORDER BY event_id, bookmaker
-"""
-
-
-async def load_snapshots(
-    conn: psycopg.AsyncConnection,
-    event_ids: Iterable[int] | None = None,
-    *,
-    home_bookmaker: str = HOME_BOOKMAKER,
-) -> AsyncIterator[PgSnapshot]:
-    """Every snapshot PostgreSQL holds (or those of ``event_ids``), in
-    ``(event_id, bookmaker)`` order, each with its market rows."""
-    params: dict[str, Any] = {"home": home_bookmaker}
-    where = ""
-    if event_ids is not None:
-        params["events"] = sorted(set(event_ids))
-        where = "WHERE event_id = ANY(%(events)s::bigint[])"
-    async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
-        heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
-
-    def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
-        head = heads.pop(key, None) or {}
-        return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
-                          head.get("last_confirmed_at"), head.get("removed_at"), rows)
-
-    # a server-side cursor: the market tables are streamed, not loaded whole
-    async with conn.transaction():
-        async with conn.cursor(name="availability_warm", row_factory=psycopg.rows.dict_row) as cur:
-            await cur.execute(_MARKETS_SQL.format(where=where), params)
-            current: tuple[int, str] | None = None
-            rows: list[dict[str, Any]] = []
-            async for row in cur:
-                key = (row["event_id"], row["bookmaker"])
-                if key != current:
-                    if current is not None:
-                        yield snapshot(current, rows)
-                    current, rows = key, []
-                rows.append(row)
-            if current is not None:
-                yield snapshot(current, rows)
-    for key in sorted(heads):  # snapshots without market rows
-        yield snapshot(key, [])
 
 
 def _script_args(snap: PgSnapshot, undecodable: list[tuple[int, str, str]] | None = None) -> list[Any]:
@@ -196,20 +99,16 @@ async def warm(
     started = time.perf_counter()
     stats = WarmStats()
     await cache.ensure_config()
-    script = cache.client.register_script(_SCRIPT)
-    is_cluster = cache.client.__class__.__name__ == "RedisCluster"
+    script = Script(cache.client, "warm_snapshot.lua")
 
     async def send(batch: list[PgSnapshot]) -> None:
         bad: list[tuple[int, str, str]] = []
         calls = [(cache.keys.snapshot(s.event_id, s.bookmaker), _script_args(s, bad), s) for s in batch]
         stats.undecodable += len(bad)
-        if is_cluster:
-            replies = [await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a) for k, a, _ in calls]
-        else:
-            pipe = cache.client.pipeline(transaction=False)
-            for k, a, _ in calls:
-                await script(keys=[k.markets, k.unavailable, k.meta, k.snapshots], args=a, client=pipe)
-            replies = await pipe.execute()
+        replies = await script.many([([k.markets, k.unavailable, k.meta, k.snapshots], a) for k, a, _ in calls])
+        refused = [r for r in replies if isinstance(r, Exception)]
+        if refused:  # the script refused a snapshot
+            raise refused[0]
         for reply in replies:
             status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
             if status == "warmed":
@@ -223,8 +122,7 @@ async def warm(
         async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as conn:
             # Fence out flusher batches read before now: once this commits, none of
             # them can commit, so nothing lands in PostgreSQL behind this reload.
-            cur = await conn.execute(fence.BUMP_SQL, (cache.keys.prefix,))
-            stats.generation = int((await cur.fetchone())[0])  # type: ignore[index]
+            stats.generation = await bump_generation(conn, cache.keys.prefix)
             await conn.commit()
             batch: list[PgSnapshot] = []
             async for snap in load_snapshots(conn, event_ids, home_bookmaker=home_bookmaker):

@@ -301,7 +301,7 @@ async def measure_redis_side(url: str, events: int, cycles: int, seed: int, own_
     blind_keys = KeySchema(blind_prefix)
     try:
         await cache.mark_ready()
-        await cache._sha1()
+        await cache.script.load()
         if own_server:
             await client.config_resetstat()
         snapshot_cpu = await info_cpu_cost(client)

@@ -311,7 +311,7 @@ class Chaos:
                 args = list(prepared.args)
                 args[-1] = b"garbage"
                 try:
-                    await cache.client.eval(cache._script, len(prepared.keys), *prepared.keys, *args)
+                    await cache.client.eval(cache.script.source, len(prepared.keys), *prepared.keys, *args)
                 except ResponseError:
                     self.bad_refused += 1
                 except (RedisConnectionError, RedisTimeoutError, OSError):

@@ -761,7 +761,7 @@ def bad_argv(good: list[Any]) -> dict[str, list[Any]]:
 async def test_script_rejects_bad_argv_and_writes_nothing(cache, redis_client, key_prefix):
     await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5), mk("18", 3.5)], at(0))
     await cache.apply_scrape(EVENT, BM, [ONE_X_TWO, mk("18", 2.5)], at(5))
-    sha = await redis_client.script_load(cache._script)
+    sha = await redis_client.script_load(cache.script.source)
     keys = cache.keys.snapshot(EVENT, BM).as_list()
     good = script_args(EVENT, [ONE_X_TWO, mk("18", 3.5, 2.4)], at(10))
     before = await dump(redis_client, key_prefix)

@@ -318,8 +318,8 @@ async def test_script_flush_on_every_node_is_survived(redis_cluster, cluster_cac
     cache, ref = cluster_cache, ReferenceCache()
     scrapes = cycle_scrapes(0)
     assert [outcome_of(o) for o in await cache.apply_batch(scrapes)] == [ref.apply(s) for s in scrapes]
-    sha = cache._sha
-    assert sha is not None
+    sha = cache.script.sha
+    assert cache.script.loaded  # SCRIPT LOAD went to every primary before the first EVALSHA
 
     nodes = await _node_clients(redis_cluster.urls)
     try:

@@ -102,7 +102,7 @@ async def lua_apply(cache: MarketCache, event_text: str) -> object:
     keys = cache.keys.snapshot(-5, "sportybet").as_list()
     args = ["scrape", event_text, "sportybet", "1", format_ts(T0), "partial", "0", b"\x90", "digest", "0"]
     try:
-        return await cache.client.evalsha(await cache._sha1(), len(keys), *keys, *args)
+        return await cache.client.evalsha(await cache.script.load(), len(keys), *keys, *args)
     except ResponseError as exc:  # the script's error reply
         return exc
 

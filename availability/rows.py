@@ -1,0 +1,167 @@
+"""Change records -> row values, pure: no Redis, no PostgreSQL, no I/O.
+
+The flusher decodes each stream entry into a
+:class:`~availability.records.ChangeRecord`, converts it with
+:func:`record_rows` (a record that can never become a row fails here, alone,
+and is dead-lettered), and merges a batch with :func:`build_rows` so every
+row appears once per transaction. :mod:`availability.storage` turns a
+:class:`BatchRows` into SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from availability.db.convert import HOME_BOOKMAKER
+from availability.records import ChangeRecord, RecordError
+
+__all__ = ["MarketRowKey", "BatchRows", "record_rows", "build_rows"]
+
+MarketRowKey = tuple[str | None, int, str, float | None]  # (source or None for home, event, market id, line)
+
+
+@dataclass
+class _MarketRow:
+    """A market row to upsert, merged over every record of the batch that changed it."""
+
+    source: str | None
+    event_id: int
+    betpawa_market_id: str
+    line: float | None
+    values: tuple  # name, handicap_type, handicap_home, handicap_away, outcomes json, groups json
+    scraped_at: datetime  # the version: the newest record's scrape
+    unavailable_at: datetime | None
+    captured: datetime | None  # newest scrape that changed the odds
+    confirmed: datetime | None  # newest scrape that saw the market
+    first: datetime  # oldest scrape: stands in for captured/confirmed on a brand-new row
+
+    @property
+    def category(self) -> tuple[bool, bool]:
+        return self.captured is not None, self.confirmed is not None
+
+
+@dataclass
+class _SnapshotRow:
+    event_id: int
+    bookmaker: str
+    last_scraped_at: datetime
+    captured_at: datetime | None
+    last_confirmed_at: datetime | None
+    removed_at: datetime | None
+
+
+@dataclass
+class BatchRows:
+    """Everything one transaction writes, merged so each row appears once."""
+
+    markets: dict[MarketRowKey, _MarketRow] = field(default_factory=dict)
+    present: dict[MarketRowKey, datetime] = field(default_factory=dict)  # rows a scrape only confirmed
+    history: set[tuple] = field(default_factory=set)
+    snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
+
+    @property
+    def snapshot_keys(self) -> list[tuple[int, str]]:
+        return sorted(self.snapshots)
+
+
+@dataclass(frozen=True)
+class _RecordRows:
+    """One record's contribution, converted up front so a bad record fails alone."""
+
+    record: ChangeRecord
+    markets: tuple[tuple[MarketRowKey, tuple, bool, bool, bool], ...]  # key, values, odds_changed, present, unavailable
+    present: tuple[MarketRowKey, ...]
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN: a bad record, not bad SQL
+
+
+def _outcomes_json(outcomes: Any) -> str:
+    for o in outcomes:
+        if type(o["name"]) is not str or type(o["odds"]) is not float or type(o["is_active"]) is not bool:
+            raise RecordError(f"outcome {o!r}: expected name str, odds float, is_active bool")
+    return _dumps(outcomes)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _RecordRows:
+    """Convert one record into row values; raises on data that can never be written."""
+    source = None if record.bookmaker == home_bookmaker else record.bookmaker
+    event_id = record.event_id
+    markets = []
+    for change in record.changes:
+        m = change.market
+        groups = m.market_groups
+        if groups is not None and not all(type(g) is str for g in groups):
+            raise RecordError(f"market {change.key}: market_groups: expected strings, got {groups!r}")
+        values = (
+            m.betpawa_market_name,
+            m.handicap_type,
+            _optional_float(m.handicap_home),
+            _optional_float(m.handicap_away),
+            _outcomes_json(m.outcomes),
+            None if groups is None else _dumps(groups),
+        )
+        key = (source, event_id, change.key.betpawa_market_id, change.key.line)
+        unavailable = change.became_unavailable
+        markets.append((key, values, change.odds_changed, not unavailable, unavailable))
+    present = tuple((source, event_id, k.betpawa_market_id, k.line) for k in record.present)
+    return _RecordRows(record, tuple(markets), present)
+
+
+def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
+    """Merge the rows of a batch: a row touched by several records appears once.
+
+    The newest record gives a market row its state; ``captured_at`` is the
+    newest scrape that changed the odds and ``last_confirmed_at`` the newest
+    that saw the market, whichever record they come from.
+    """
+    rows = BatchRows()
+    per_snapshot: dict[tuple[int, str], list[ChangeRecord]] = {}
+    for rr in sorted(converted, key=lambda r: r.record.scraped_at):
+        record, at = rr.record, rr.record.scraped_at
+        per_snapshot.setdefault((record.event_id, record.bookmaker), []).append(record)
+        for key, values, odds_changed, present, unavailable in rr.markets:
+            row = rows.markets.get(key)
+            if row is None:
+                row = rows.markets[key] = _MarketRow(
+                    key[0], key[1], key[2], key[3], values, at, at if unavailable else None, None, None, at
+                )
+            elif at >= row.scraped_at:  # records are sorted: this one is newer
+                row.values, row.scraped_at = values, at
+                row.unavailable_at = at if unavailable else None
+            if odds_changed:
+                row.captured = at
+            if present:
+                row.confirmed = at
+        for key in rr.present:
+            if key not in rows.present or rows.present[key] < at:
+                rows.present[key] = at
+        for market_key, transition in record.transitions:
+            rows.history.add(
+                (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)
+            )
+    # a confirmation of a row this batch upserts anyway rides along with the upsert
+    for key in [k for k in rows.present if k in rows.markets]:
+        at = rows.present.pop(key)
+        row = rows.markets[key]
+        if row.confirmed is None or row.confirmed < at:
+            row.confirmed = at
+    for (event_id, bookmaker), records in per_snapshot.items():
+        snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None)
+        for record in records:  # oldest first, replaying apply_scrape.lua's meta rules
+            if any(c.odds_changed for c in record.changes):
+                snap.captured_at = record.scraped_at
+            if record.present:
+                snap.last_confirmed_at = record.scraped_at
+                snap.removed_at = None
+            if record.kind == "removed" and snap.removed_at is None:
+                snap.removed_at = record.scraped_at
+        rows.snapshots[(event_id, bookmaker)] = snap
+    return rows

@@ -1,0 +1,464 @@
+"""PostgreSQL: every statement the package runs on the availability tables.
+
+The pure layers decide *what* to write (:mod:`availability.rows`); this module
+decides *how*: the set-based upserts of a flusher batch, the warm-up fence on
+``availability_fences``, and the reads of warm-up and ``verify``. The market
+columns are declared once, in :data:`MARKET_COLUMNS`; a test checks them
+against :mod:`availability.db.models`.
+
+Per batch, the writes are set-based: one ``INSERT ... SELECT FROM unnest(...)
+ON CONFLICT DO UPDATE`` per table and kind of row, one ``UPDATE ... FROM
+unnest(...)`` for markets a scrape only confirmed, all sent in one pipeline,
+after a check of the warm-up fence (:func:`write_batch`).
+
+The warm-up fence: ``availability warm`` bumps its prefix's generation
+(:data:`FENCE_BUMP_SQL`, a row lock) before it reads PostgreSQL. A flusher reads
+the generation (:func:`read_generation`) before every read from Redis and, in
+the transaction that writes a batch, checks it under a share lock: a batch
+read before a warm-up can never commit after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, AsyncIterator, Iterable, Sequence
+
+import psycopg
+import psycopg.rows
+from psycopg_pool import AsyncConnectionPool
+
+from availability import metrics
+from availability.db.convert import HOME_BOOKMAKER
+from availability.db.engine import libpq_url
+from availability.logs import redact_url
+from availability.model import format_ts, to_micros
+from availability.rows import BatchRows, MarketRowKey
+
+__all__ = [
+    "MARKET_COLUMNS",
+    "JSON_COLUMNS",
+    "FENCE_ENSURE_SQL",
+    "FENCE_READ_SQL",
+    "FENCE_CHECK_SQL",
+    "FENCE_BUMP_SQL",
+    "Database",
+    "Fenced",
+    "Written",
+    "PgSnapshot",
+    "statements",
+    "write_batch",
+    "read_generation",
+    "bump_generation",
+    "load_snapshots",
+    "is_transient_pg",
+]
+
+_LOCK_CLASS = 0x6176  # "av": our own space of two-key advisory locks
+
+# SQLSTATEs worth waiting out: the server is unreachable, overloaded, shutting
+# down or restarting (classes 08, 53, 57P), a standby that is not writable yet
+# after a failover (25006), or a transaction that lost a race and will pass when
+# run again (40001 serialization failure, 40P01 deadlock). Anything else the
+# statement raises is about the data, and no retry will ever fix it.
+_TRANSIENT_CLASSES = ("08", "53", "57P")
+_TRANSIENT_STATES = ("25006", "40001", "40P01")
+
+# ---------------------------------------------------------------- connections
+
+
+class Database:
+    """A PostgreSQL URL (one connection, kept and reopened as needed) or a
+    ``psycopg_pool.AsyncConnectionPool``, behind one ``connection()``."""
+
+    def __init__(self, database: str | AsyncConnectionPool) -> None:
+        self.database = database
+        self._conn: psycopg.AsyncConnection | None = None
+
+    @property
+    def label(self) -> str:
+        """The database URL with its password masked (for logs)."""
+        if isinstance(self.database, str):
+            return redact_url(self.database)
+        return redact_url(getattr(self.database, "conninfo", "") or "postgresql://(pool)")
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """An autocommit connection: from the pool, or our own (reconnected when broken)."""
+        if isinstance(self.database, AsyncConnectionPool):
+            async with self.database.connection() as conn:
+                yield conn
+            return
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.close()
+            self._conn = None
+            self._conn = await psycopg.AsyncConnection.connect(
+                libpq_url(self.database), autocommit=True, connect_timeout=5
+            )
+        yield self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+# ---------------------------------------------------------------- the market columns
+
+# Every column of ``market_odds`` but ``id``, in the order the flusher sends them,
+# with the array type it sends them as (``competitor_market_odds`` adds ``source``).
+MARKET_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "bigint"),
+    ("betpawa_market_id", "text"),
+    ("line", "float8"),
+    ("betpawa_market_name", "text"),
+    ("handicap_type", "text"),
+    ("handicap_home", "float8"),
+    ("handicap_away", "float8"),
+    ("outcomes", "text"),
+    ("market_groups", "text"),
+    ("captured_at", "timestamptz"),
+    ("last_confirmed_at", "timestamptz"),
+    ("scraped_at", "timestamptz"),
+    ("unavailable_at", "timestamptz"),
+)
+SOURCE_COLUMN = ("source", "text")
+JSON_COLUMNS = ("outcomes", "market_groups")  # sent as text, stored as jsonb
+# the key, and the times that move on their own rules; every other column follows the newest scrape
+_NOT_STATE = ("event_id", "betpawa_market_id", "line", "captured_at", "last_confirmed_at", "scraped_at")
+_STATE_COLUMNS = tuple(name for name, _ in MARKET_COLUMNS if name not in _NOT_STATE)
+
+# ---------------------------------------------------------------- the warm-up fence (revision 0003)
+
+FENCE_ENSURE_SQL = "INSERT INTO availability_fences (prefix) VALUES (%s) ON CONFLICT DO NOTHING"
+FENCE_READ_SQL = "SELECT generation FROM availability_fences WHERE prefix = %s"
+FENCE_CHECK_SQL = "SELECT generation FROM availability_fences WHERE prefix = %s FOR SHARE"
+# creates the row if needed; the row lock waits for flusher commits holding the share lock
+FENCE_BUMP_SQL = """
+INSERT INTO availability_fences AS f (prefix, generation) VALUES (%s, 1)
+ON CONFLICT (prefix) DO UPDATE SET generation = f.generation + 1, updated_at = now()
+RETURNING generation
+"""
+
+
+class Fenced(Exception):
+    """``availability warm`` reloaded Redis from PostgreSQL after this batch was read:
+    committing it now could undo what warm-up loaded, so the batch is not written."""
+
+
+async def read_generation(conn: psycopg.AsyncConnection, prefix: str, *, ensure: bool) -> int:
+    """The prefix's warm-up generation (0 before the first warm-up); ``ensure``
+    creates its row first."""
+    if ensure:
+        await conn.execute(FENCE_ENSURE_SQL, (prefix,))
+    cur = await conn.execute(FENCE_READ_SQL, (prefix,))
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def bump_generation(conn: psycopg.AsyncConnection, prefix: str) -> int:
+    """Fence out every flusher batch read before now; returns the new generation.
+    The caller commits."""
+    cur = await conn.execute(FENCE_BUMP_SQL, (prefix,))
+    return int((await cur.fetchone())[0])  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- a flusher batch
+
+def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -> str:
+    """Upsert of market rows; which of captured_at/last_confirmed_at the rows may move
+    is fixed per statement, because ``excluded`` carries a value for both."""
+    table = "competitor_market_odds" if competitor else "market_odds"
+    constraint = "uq_competitor_market_odds_key" if competitor else "uq_market_odds_key"
+    typed = ([("source", "text")] if competitor else []) + list(MARKET_COLUMNS)
+    columns = ", ".join(name for name, _ in typed)
+    arrays = ", ".join(f"%b::{kind}[]" for _, kind in typed)
+    select = ", ".join(f"s.{name}::jsonb" if name in JSON_COLUMNS else f"s.{name}" for name, _ in typed)
+    newer = "excluded.scraped_at > t.scraped_at"
+    sets = [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE t.{c} END" for c in _STATE_COLUMNS]
+    sets.append("scraped_at = GREATEST(t.scraped_at, excluded.scraped_at)")
+    changed = [newer]
+    if moves_captured:
+        sets.append("captured_at = GREATEST(t.captured_at, excluded.captured_at)")
+        changed.append("excluded.captured_at > t.captured_at")
+    if moves_confirmed:
+        sets.append("last_confirmed_at = GREATEST(t.last_confirmed_at, excluded.last_confirmed_at)")
+        changed.append("excluded.last_confirmed_at > t.last_confirmed_at")
+    return (
+        f"INSERT INTO {table} AS t ({columns})\n"
+        f"SELECT {select} FROM unnest({arrays}) AS s({columns})\n"
+        f"ON CONFLICT ON CONSTRAINT {constraint} DO UPDATE SET\n    "
+        + ",\n    ".join(sets)
+        + "\nWHERE "
+        + " OR ".join(changed)
+    )
+
+
+def _confirm_sql(competitor: bool) -> str:
+    table = "competitor_market_odds" if competitor else "market_odds"
+    source = ("%b::text[], ", "source, ", "t.source = s.source AND ") if competitor else ("", "", "")
+    return (
+        f"UPDATE {table} AS t SET last_confirmed_at = s.at\n"
+        f"FROM unnest({source[0]}%b::bigint[], %b::text[], %b::float8[], %b::timestamptz[])"
+        f" AS s({source[1]}event_id, betpawa_market_id, line, at)\n"
+        f"WHERE {source[2]}t.event_id = s.event_id AND t.betpawa_market_id = s.betpawa_market_id"
+        f" AND t.line IS NOT DISTINCT FROM s.line AND t.last_confirmed_at < s.at"
+    )
+
+
+_HISTORY_SQL = """
+INSERT INTO market_availability_history (event_id, bookmaker, betpawa_market_id, line, transition, at)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+# removed_at: the first removal after the newest scrape that saw markets (apply_scrape.lua
+# keeps the first one with HSETNX and clears it when a scrape lists markets again).
+_SNAPSHOT_SQL = """
+INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])
+ON CONFLICT (event_id, bookmaker) DO UPDATE SET
+    last_scraped_at = GREATEST(t.last_scraped_at, excluded.last_scraped_at),
+    captured_at = GREATEST(t.captured_at, excluded.captured_at),
+    last_confirmed_at = GREATEST(t.last_confirmed_at, excluded.last_confirmed_at),
+    removed_at = (
+        SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)
+        WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity')
+    ),
+    updated_at = now()
+"""
+
+
+# Two flushers writing records of one snapshot serialise on it, in a fixed order:
+# no deadlocks between their row locks.
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%b::int[]) AS k"
+
+_UPSERTS = {
+    (competitor, captured, confirmed): _upsert_sql(competitor, captured, confirmed)
+    for competitor in (False, True)
+    for captured, confirmed in ((True, True), (False, True), (False, False))
+}
+_CONFIRMS = {competitor: _confirm_sql(competitor) for competitor in (False, True)}
+
+
+def _lock_id(event_id: int, bookmaker: str) -> int:
+    digest = hashlib.blake2b(f"{event_id}:{bookmaker}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _columns(rows: Sequence[tuple]) -> list[list]:
+    return [list(col) for col in zip(*rows)] if rows else []
+
+
+def statements(rows: BatchRows) -> list[tuple[str, str, list]]:
+    """``(label, sql, params)`` of one batch, rows sorted by key (a stable lock order)."""
+    out: list[tuple[str, str, list]] = []
+    locks = sorted({_lock_id(e, b) for e, b in rows.snapshots})
+    out.append(("locks", _LOCK_SQL, [_LOCK_CLASS, locks]))
+
+    def sort_key(key: MarketRowKey) -> tuple:
+        source, event, market, line = key
+        return (source or "", event, market, line is not None, line or 0.0)
+
+    groups: dict[tuple[bool, bool, bool], list[tuple]] = {}
+    for key in sorted(rows.markets, key=sort_key):
+        r = rows.markets[key]
+        captured = r.captured or r.first
+        confirmed = r.confirmed or r.first
+        values = (r.event_id, r.betpawa_market_id, r.line, *r.values, captured, confirmed, r.scraped_at, r.unavailable_at)
+        if r.source is not None:
+            values = (r.source, *values)
+        groups.setdefault((r.source is not None, *r.category), []).append(values)
+    for (competitor, captured, confirmed), values in sorted(groups.items()):
+        label = "competitor_market_odds" if competitor else "market_odds"
+        out.append((label, _UPSERTS[(competitor, captured, confirmed)], _columns(values)))
+    for competitor in (False, True):
+        confirms = [
+            ((k[0],) if competitor else ()) + (k[1], k[2], k[3], at)
+            for k, at in sorted(rows.present.items(), key=lambda kv: sort_key(kv[0]))
+            if (k[0] is not None) == competitor
+        ]
+        if confirms:
+            out.append(("confirmed", _CONFIRMS[competitor], _columns(confirms)))
+    if rows.history:
+        history = sorted(rows.history, key=lambda h: (h[0], h[1], h[2], h[3] is not None, h[3] or 0.0, h[5], h[4]))
+        out.append(("history", _HISTORY_SQL, _columns(history)))
+    snaps = [
+        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at)
+        for s in (rows.snapshots[k] for k in rows.snapshot_keys)
+    ]
+    if snaps:
+        out.append(("availability_snapshots", _SNAPSHOT_SQL, _columns(snaps)))
+    return out
+
+
+@dataclass
+class Written:
+    """What one batch's statements changed (replays change nothing)."""
+
+    rows: int = 0
+    confirmed: int = 0
+    transitions: int = 0
+    snapshots: int = 0
+
+    def add(self, other: "Written") -> None:
+        self.rows += other.rows
+        self.confirmed += other.confirmed
+        self.transitions += other.transitions
+        self.snapshots += other.snapshots
+
+
+async def write_batch(
+    conn: psycopg.AsyncConnection, rows: BatchRows, prefix: str, generation: int, *, pipeline: bool = True
+) -> Written:
+    """Write one batch in one transaction, unless a warm-up bumped the fence past
+    ``generation`` since the batch was read (then raise :class:`Fenced`)."""
+    planned = statements(rows)
+    written = Written()
+    cursors: list[tuple[str, psycopg.AsyncCursor]] = []
+    pipe = conn.pipeline() if pipeline else contextlib.nullcontext()
+    async with pipe:
+        async with conn.transaction():
+            # The share lock makes warm-up's bump wait for this commit (or this
+            # commit see the bump): never both "read before" and "committed after".
+            checked = await conn.execute(FENCE_CHECK_SQL, (prefix,))
+            current = await checked.fetchone()
+            if current is None or current[0] != generation:
+                raise Fenced(
+                    f"warm-up generation is {current[0] if current else None}, the batch was read "
+                    f"under {generation}"
+                )
+            for label, sql, params in planned:
+                cur = conn.cursor()
+                await cur.execute(sql, params)
+                cursors.append((label, cur))
+    for label, cur in cursors:
+        count = max(cur.rowcount, 0)
+        if label in ("market_odds", "competitor_market_odds"):
+            written.rows += count
+            metrics.ROWS.labels(label).inc(count)
+        elif label == "confirmed":
+            written.confirmed += count
+        elif label == "history":
+            written.transitions += count
+        elif label == "availability_snapshots":
+            written.snapshots += count
+            metrics.ROWS.labels(label).inc(count)
+    metrics.CONFIRMED.inc(written.confirmed)
+    metrics.TRANSITIONS.inc(written.transitions)
+    return written
+
+
+# ---------------------------------------------------------------- reading snapshots back (warm-up, verify)
+
+@dataclass
+class PgSnapshot:
+    """One (event, bookmaker) as PostgreSQL holds it."""
+
+    event_id: int
+    bookmaker: str
+    last_scraped_at: datetime | None
+    captured_at: datetime | None
+    last_confirmed_at: datetime | None
+    removed_at: datetime | None
+    rows: list[dict[str, Any]]
+
+    def meta(self) -> dict[str, str]:
+        """The meta hash as ``apply_scrape.lua`` writes it."""
+        last = self.last_scraped_at or max(r["scraped_at"] for r in self.rows)
+        unavailable = sum(1 for r in self.rows if r["unavailable_at"] is not None)
+        meta = {
+            "event_id": str(self.event_id),
+            "bookmaker": self.bookmaker,
+            "last_scraped_us": str(to_micros(last)),
+            "last_scraped_at": format_ts(last),
+            "markets": str(len(self.rows)),
+            "unavailable": str(unavailable),
+        }
+        captured = self.captured_at or max((r["captured_at"] for r in self.rows), default=None)
+        confirmed = self.last_confirmed_at or max((r["last_confirmed_at"] for r in self.rows), default=None)
+        if captured is not None:
+            meta["captured_at"] = format_ts(captured)
+        if confirmed is not None:
+            meta["last_confirmed_at"] = format_ts(confirmed)
+        if self.removed_at is not None:
+            meta["removed_at"] = format_ts(self.removed_at)
+        return meta
+
+
+_SNAPSHOTS_SQL = """
+SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at
+FROM availability_snapshots {where}
+"""
+_READ_COLUMNS = ", ".join(name for name, _ in MARKET_COLUMNS[1:])  # after event_id
+_MARKETS_SQL = """
+SELECT * FROM (
+    SELECT event_id, %(home)s::text AS bookmaker, {columns} FROM market_odds {where}
+    UNION ALL
+    SELECT event_id, source, {columns} FROM competitor_market_odds {where}
+) AS m ORDER BY event_id, bookmaker
+"""
+
+
+async def load_snapshots(
+    conn: psycopg.AsyncConnection,
+    event_ids: Iterable[int] | None = None,
+    *,
+    home_bookmaker: str = HOME_BOOKMAKER,
+) -> AsyncIterator[PgSnapshot]:
+    """Every snapshot PostgreSQL holds (or those of ``event_ids``), in
+    ``(event_id, bookmaker)`` order, each with its market rows."""
+    params: dict[str, Any] = {"home": home_bookmaker}
+    where = ""
+    if event_ids is not None:
+        params["events"] = sorted(set(event_ids))
+        where = "WHERE event_id = ANY(%(events)s::bigint[])"
+    async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
+        heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
+
+    def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
+        head = heads.pop(key, None) or {}
+        return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
+                          head.get("last_confirmed_at"), head.get("removed_at"), rows)
+
+    # a server-side cursor: the market tables are streamed, not loaded whole
+    async with conn.transaction():
+        async with conn.cursor(name="availability_warm", row_factory=psycopg.rows.dict_row) as cur:
+            await cur.execute(_MARKETS_SQL.format(where=where, columns=_READ_COLUMNS), params)
+            current: tuple[int, str] | None = None
+            rows: list[dict[str, Any]] = []
+            async for row in cur:
+                key = (row["event_id"], row["bookmaker"])
+                if key != current:
+                    if current is not None:
+                        yield snapshot(current, rows)
+                    current, rows = key, []
+                rows.append(row)
+            if current is not None:
+                yield snapshot(current, rows)
+    for key in sorted(heads):  # snapshots without market rows
+        yield snapshot(key, [])
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+
+
+def is_transient_pg(exc: BaseException) -> bool:
+    """Worth waiting out: PostgreSQL is unreachable or briefly unable to serve,
+    judged by SQLSTATE class, not by exception type (psycopg raises
+    ``OperationalError`` for a too-large index row too). An error without a
+    SQLSTATE is transient only when the connection itself failed."""
+    state = _sqlstate(exc)
+    if state is not None:
+        return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError, asyncio.TimeoutError))
