@@ -284,6 +284,8 @@ class CachedSnapshot:
     # tells "the event was removed" apart from "every market disappeared from a scrape".
     # Cleared by the next scrape that sees markets.
     removed_at: datetime | None = None
+    # the last complete scrape: it listed every market it left available
+    last_complete_at: datetime | None = None
 
     @property
     def available_markets(self) -> tuple[CachedMarket, ...]:

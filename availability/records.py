@@ -14,7 +14,19 @@ entry fields (``XRANGE '{av:2}:changes' - +``)::
     markets       msgpack flat list [field, payload, flags, ...] of every market
                   whose stored state changed; flags: "n" new, "c" odds changed,
                   "a" became available again, "u" became unavailable (payload
-                  is then the last known odds); "na"/"ca" combine.
+                  is then the last known odds); "na"/"ca" combine; "p": listed
+                  unchanged by a partial scrape (a confirmation of that market
+                  alone: a partial scrape says nothing about the others).
+    prev_complete microseconds of the last complete scrape of this (event,
+                  bookmaker) before this one, or "" (none, or a record written
+                  before the field existed): a market stamped "u" here was
+                  last seen no earlier than that scrape.
+
+Confirmations are facts about a scrape, not about each market: a complete
+scrape (``completeness`` "complete") saw every market it leaves available,
+so the flusher records it once per (event, bookmaker) and derives each
+market's last confirmation from it (the ``*_confirmed`` views, migration
+0006). Only "p" markets are confirmed one by one.
 
 A record carries everything the flusher needs, so it can be written to
 PostgreSQL in any order, more than once: each row it touches is written with
@@ -23,8 +35,9 @@ PostgreSQL in any order, more than once: each row it touches is written with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Mapping
 
 import msgpack
@@ -47,6 +60,7 @@ class MarketChange:
     is_new: bool
     became_available: bool
     became_unavailable: bool
+    confirmed_only: bool = False  # "p": listed unchanged by a partial scrape
 
 
 @dataclass(frozen=True)
@@ -57,8 +71,18 @@ class ChangeRecord:
     bookmaker: str
     scraped_at: datetime
     completeness: str
-    present: tuple[MarketKey, ...]
+    present_blob: bytes = field(repr=False)  # msgpack list of the fields seen; decoded on demand
     changes: tuple[MarketChange, ...]
+    prev_complete: datetime | None = None  # the last complete scrape before this one (see module doc)
+    lists_markets: bool = False  # the scrape listed at least one market (read from present's header)
+
+    @property
+    def present(self) -> tuple[MarketKey, ...]:
+        """The markets this scrape listed (decoded when asked: the flusher does not need them)."""
+        try:
+            return tuple(_field_key(x) for x in msgpack.unpackb(self.present_blob, raw=True) or ())
+        except Exception as exc:
+            raise RecordError(f"record {self.stream_id}: present: cannot decode: {type(exc).__name__}: {exc}") from exc
 
     @property
     def transitions(self) -> list[tuple[MarketKey, str]]:
@@ -76,6 +100,28 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@lru_cache(maxsize=65536)
+def _field_key(field_name: bytes | str) -> MarketKey:
+    """A market field as a key, memoised: the same few thousand fields ("18@2.5")
+    recur in every record of every event, and parsing a line is not free."""
+    return field_to_key(field_name)
+
+
+_FLAGS: dict[bytes, tuple[bool, bool, bool, bool, bool]] = {}  # flags -> (odds_changed, new, a, u, p)
+
+
+def _flags(raw: bytes | str) -> tuple[bool, bool, bool, bool, bool]:
+    found = _FLAGS.get(raw)  # type: ignore[arg-type]
+    if found is None:
+        text = _text(raw)
+        if not text or set(text) - set("ncaup"):
+            raise RecordError(f"flags: expected letters of 'ncaup', got {text!r}")
+        found = ("n" in text or "c" in text, "n" in text, "a" in text, "u" in text, text == "p")
+        if len(_FLAGS) < 64:
+            _FLAGS[raw] = found  # type: ignore[index]
+    return found
+
+
 def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> ChangeRecord:
     """Decode one stream entry; raises :class:`RecordError` when it cannot be."""
     sid = _text(stream_id)
@@ -84,15 +130,21 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
         if _text(f["v"]) != "2":
             raise RecordError(f"record {sid}: v: unsupported record format {_text(f['v'])!r}")
         scraped_at = from_micros(int(f["scraped_at"]))
-        present = tuple(field_to_key(x) for x in msgpack.unpackb(f["present"], raw=False) or ())
+        present = f["present"]
+        if not isinstance(present, bytes):
+            raise RecordError(f"record {sid}: present: expected msgpack bytes")
+        header = msgpack.Unpacker()
+        header.feed(present)
+        lists_markets = header.read_array_header() > 0  # the list itself is decoded only when asked
+        prev = f.get("prev_complete")
+        prev_complete = from_micros(int(prev)) if prev else None
         flat = msgpack.unpackb(f["markets"], raw=True) or []
         if len(flat) % 3:
             raise RecordError(f"record {sid}: markets: expected triples, got {len(flat)} items")
         changes = []
         for i in range(0, len(flat), 3):
-            key = field_to_key(flat[i])
-            flags = _text(flat[i + 2])
-            unavailable = "u" in flags
+            key = _field_key(flat[i])
+            odds_changed, new, available, unavailable, confirmed_only = _flags(flat[i + 2])
             market = decode_market(flat[i + 1], scraped_at if unavailable else None)
             if market.key != key:
                 raise RecordError(f"record {sid}: market {key}: payload is for {market.key}")
@@ -100,10 +152,11 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
                 MarketChange(
                     key=key,
                     market=market,
-                    odds_changed="n" in flags or "c" in flags,
-                    is_new="n" in flags,
-                    became_available="a" in flags,
+                    odds_changed=odds_changed,
+                    is_new=new,
+                    became_available=available,
                     became_unavailable=unavailable,
+                    confirmed_only=confirmed_only,
                 )
             )
         kind = _text(f["kind"])
@@ -116,8 +169,10 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
             bookmaker=_text(f["bookmaker"]),
             scraped_at=scraped_at,
             completeness=_text(f["completeness"]),
-            present=present,
+            present_blob=present,
             changes=tuple(changes),
+            prev_complete=prev_complete,
+            lists_markets=lists_markets,
         )
     except RecordError:
         raise

@@ -34,13 +34,8 @@ class _MarketRow:
     values: tuple  # name, handicap_type, handicap_home, handicap_away, outcomes json, groups json
     scraped_at: datetime  # the version: the newest record's scrape
     unavailable_at: datetime | None
-    captured: datetime | None  # newest scrape that changed the odds
-    confirmed: datetime | None  # newest scrape that saw the market
-    first: datetime  # oldest scrape: stands in for captured/confirmed on a brand-new row
-
-    @property
-    def category(self) -> tuple[bool, bool]:
-        return self.captured is not None, self.confirmed is not None
+    captured: datetime | None  # newest scrape of the batch that changed the odds, if any
+    seen: datetime | None  # newest scrape of the batch known to have listed the market, if any
 
 
 @dataclass
@@ -50,6 +45,7 @@ class _SnapshotRow:
     last_scraped_at: datetime
     captured_at: datetime | None
     last_confirmed_at: datetime | None
+    last_complete_at: datetime | None  # newest complete scrape: it confirmed every market it left available
     removed_at: datetime | None
 
 
@@ -58,7 +54,6 @@ class BatchRows:
     """Everything one transaction writes, merged so each row appears once."""
 
     markets: dict[MarketRowKey, _MarketRow] = field(default_factory=dict)
-    present: dict[MarketRowKey, datetime] = field(default_factory=dict)  # rows a scrape only confirmed
     history: set[tuple] = field(default_factory=set)
     snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
 
@@ -67,13 +62,16 @@ class BatchRows:
         return sorted(self.snapshots)
 
 
+# key, values, captured (this scrape, or None: the odds did not change), seen (or None), unavailable
+_RecordMarket = tuple[MarketRowKey, tuple, "datetime | None", "datetime | None", bool]
+
+
 @dataclass(frozen=True)
 class _RecordRows:
     """One record's contribution, converted up front so a bad record fails alone."""
 
     record: ChangeRecord
-    markets: tuple[tuple[MarketRowKey, tuple, bool, bool, bool], ...]  # key, values, odds_changed, present, unavailable
-    present: tuple[MarketRowKey, ...]
+    markets: tuple[_RecordMarket, ...]
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN: a bad record, not bad SQL
@@ -91,10 +89,17 @@ def _optional_float(value: Any) -> float | None:
 
 
 def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _RecordRows:
-    """Convert one record into row values; raises on data that can never be written."""
+    """Convert one record into row values; raises on data that can never be written.
+
+    A market the scrape listed was seen at its ``scraped_at``; one it stamped
+    unavailable was last seen no earlier than the last complete scrape before
+    it (``prev_complete``: that scrape listed every market it left available).
+    The markets a scrape listed unchanged are not here at all: a complete
+    scrape confirms them once, for its snapshot (``last_complete_at``)."""
     source = None if record.bookmaker == home_bookmaker else record.bookmaker
     event_id = record.event_id
-    markets = []
+    at = record.scraped_at
+    markets: list[_RecordMarket] = []
     for change in record.changes:
         m = change.market
         groups = m.market_groups
@@ -110,57 +115,55 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
         )
         key = (source, event_id, change.key.betpawa_market_id, change.key.line)
         unavailable = change.became_unavailable
-        markets.append((key, values, change.odds_changed, not unavailable, unavailable))
-    present = tuple((source, event_id, k.betpawa_market_id, k.line) for k in record.present)
-    return _RecordRows(record, tuple(markets), present)
+        seen = record.prev_complete if unavailable else at
+        markets.append((key, values, at if change.odds_changed else None, seen, unavailable))
+    return _RecordRows(record, tuple(markets))
+
+
+def _newest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
 
 
 def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
     """Merge the rows of a batch: a row touched by several records appears once.
 
     The newest record gives a market row its state; ``captured_at`` is the
-    newest scrape that changed the odds and ``last_confirmed_at`` the newest
-    that saw the market, whichever record they come from.
+    newest scrape that changed the odds and ``seen_at`` the newest known to
+    have listed the market, whichever record they come from (and PostgreSQL
+    keeps the newer of those and what the row holds: any commit order gives
+    the same row).
     """
     rows = BatchRows()
     per_snapshot: dict[tuple[int, str], list[ChangeRecord]] = {}
     for rr in sorted(converted, key=lambda r: r.record.scraped_at):
         record, at = rr.record, rr.record.scraped_at
         per_snapshot.setdefault((record.event_id, record.bookmaker), []).append(record)
-        for key, values, odds_changed, present, unavailable in rr.markets:
+        for key, values, captured, seen, unavailable in rr.markets:
             row = rows.markets.get(key)
             if row is None:
                 row = rows.markets[key] = _MarketRow(
-                    key[0], key[1], key[2], key[3], values, at, at if unavailable else None, None, None, at
+                    key[0], key[1], key[2], key[3], values, at, at if unavailable else None, captured, seen
                 )
-            elif at >= row.scraped_at:  # records are sorted: this one is newer
-                row.values, row.scraped_at = values, at
-                row.unavailable_at = at if unavailable else None
-            if odds_changed:
-                row.captured = at
-            if present:
-                row.confirmed = at
-        for key in rr.present:
-            if key not in rows.present or rows.present[key] < at:
-                rows.present[key] = at
+            else:
+                if at >= row.scraped_at:  # records are sorted: this one is newer
+                    row.values, row.scraped_at = values, at
+                    row.unavailable_at = at if unavailable else None
+                row.captured = _newest(row.captured, captured)
+                row.seen = _newest(row.seen, seen)
         for market_key, transition in record.transitions:
             rows.history.add(
                 (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)
             )
-    # a confirmation of a row this batch upserts anyway rides along with the upsert
-    for key in [k for k in rows.present if k in rows.markets]:
-        at = rows.present.pop(key)
-        row = rows.markets[key]
-        if row.confirmed is None or row.confirmed < at:
-            row.confirmed = at
     for (event_id, bookmaker), records in per_snapshot.items():
-        snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None)
+        snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None, None)
         for record in records:  # oldest first, replaying apply_scrape.lua's meta rules
             if any(c.odds_changed for c in record.changes):
                 snap.captured_at = record.scraped_at
-            if record.present:
+            if record.lists_markets:
                 snap.last_confirmed_at = record.scraped_at
                 snap.removed_at = None
+            if record.completeness == "complete":
+                snap.last_complete_at = record.scraped_at
             if record.kind == "removed" and snap.removed_at is None:
                 snap.removed_at = record.scraped_at
         rows.snapshots[(event_id, bookmaker)] = snap

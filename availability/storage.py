@@ -7,9 +7,11 @@ columns are declared once, in :data:`MARKET_COLUMNS`; a test checks them
 against :mod:`availability.db.models`.
 
 Per batch, the writes are set-based: one ``INSERT ... SELECT FROM unnest(...)
-ON CONFLICT DO UPDATE`` per table and kind of row, one ``UPDATE ... FROM
-unnest(...)`` for markets a scrape only confirmed, all sent in one pipeline,
-after a check of the warm-up fence (:func:`write_batch`).
+ON CONFLICT DO UPDATE`` per table, all sent in one pipeline, after a check of
+the warm-up fence (:func:`write_batch`). Only markets whose state changed are
+written: a complete scrape's confirmation of the rest is one snapshot column,
+``last_complete_at``, and a market's last confirmation is derived from it
+(:data:`~availability.db.models.LAST_CONFIRMED_SQL`, revision 0006).
 
 The warm-up fence: ``availability warm`` bumps its prefix's generation
 (:data:`FENCE_BUMP_SQL`, a row lock) before it reads PostgreSQL. A flusher reads
@@ -33,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from availability import metrics
 from availability.db.convert import HOME_BOOKMAKER
+from availability.db.models import LAST_CONFIRMED_SQL
 from availability.db.engine import libpq_url
 from availability.logs import redact_url
 from availability.model import format_ts, to_micros
@@ -123,14 +126,14 @@ MARKET_COLUMNS: tuple[tuple[str, str], ...] = (
     ("outcomes", "text"),
     ("market_groups", "text"),
     ("captured_at", "timestamptz"),
-    ("last_confirmed_at", "timestamptz"),
+    ("seen_at", "timestamptz"),
     ("scraped_at", "timestamptz"),
     ("unavailable_at", "timestamptz"),
 )
 SOURCE_COLUMN = ("source", "text")
 JSON_COLUMNS = ("outcomes", "market_groups")  # sent as text, stored as jsonb
 # the key, and the times that move on their own rules; every other column follows the newest scrape
-_NOT_STATE = ("event_id", "betpawa_market_id", "line", "captured_at", "last_confirmed_at", "scraped_at")
+_NOT_STATE = ("event_id", "betpawa_market_id", "line", "captured_at", "seen_at", "scraped_at")
 _STATE_COLUMNS = tuple(name for name, _ in MARKET_COLUMNS if name not in _NOT_STATE)
 
 # ---------------------------------------------------------------- the warm-up fence (revision 0003)
@@ -170,9 +173,10 @@ async def bump_generation(conn: psycopg.AsyncConnection, prefix: str) -> int:
 
 # ---------------------------------------------------------------- a flusher batch
 
-def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -> str:
-    """Upsert of market rows; which of captured_at/last_confirmed_at the rows may move
-    is fixed per statement, because ``excluded`` carries a value for both."""
+def _upsert_sql(competitor: bool) -> str:
+    """Upsert of market rows. The state follows the newest scrape; ``captured_at`` and
+    ``seen_at`` keep the newer of the row's and the batch's (a NULL, "not known from
+    this batch", never moves them), so the commit order of records never matters."""
     table = "competitor_market_odds" if competitor else "market_odds"
     constraint = "uq_competitor_market_odds_key" if competitor else "uq_market_odds_key"
     typed = ([("source", "text")] if competitor else []) + list(MARKET_COLUMNS)
@@ -183,12 +187,9 @@ def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -
     sets = [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE t.{c} END" for c in _STATE_COLUMNS]
     sets.append("scraped_at = GREATEST(t.scraped_at, excluded.scraped_at)")
     changed = [newer]
-    if moves_captured:
-        sets.append("captured_at = GREATEST(t.captured_at, excluded.captured_at)")
-        changed.append("excluded.captured_at > t.captured_at")
-    if moves_confirmed:
-        sets.append("last_confirmed_at = GREATEST(t.last_confirmed_at, excluded.last_confirmed_at)")
-        changed.append("excluded.last_confirmed_at > t.last_confirmed_at")
+    for c in ("captured_at", "seen_at"):
+        sets.append(f"{c} = GREATEST(t.{c}, excluded.{c})")
+        changed.append(f"GREATEST(t.{c}, excluded.{c}) IS DISTINCT FROM t.{c}")
     return (
         f"INSERT INTO {table} AS t ({columns})\n"
         f"SELECT {select} FROM unnest({arrays}) AS s({columns})\n"
@@ -196,18 +197,6 @@ def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -
         + ",\n    ".join(sets)
         + "\nWHERE "
         + " OR ".join(changed)
-    )
-
-
-def _confirm_sql(competitor: bool) -> str:
-    table = "competitor_market_odds" if competitor else "market_odds"
-    source = ("%b::text[], ", "source, ", "t.source = s.source AND ") if competitor else ("", "", "")
-    return (
-        f"UPDATE {table} AS t SET last_confirmed_at = s.at\n"
-        f"FROM unnest({source[0]}%b::bigint[], %b::text[], %b::float8[], %b::timestamptz[])"
-        f" AS s({source[1]}event_id, betpawa_market_id, line, at)\n"
-        f"WHERE {source[2]}t.event_id = s.event_id AND t.betpawa_market_id = s.betpawa_market_id"
-        f" AND t.line IS NOT DISTINCT FROM s.line AND t.last_confirmed_at < s.at"
     )
 
 
@@ -219,18 +208,26 @@ ON CONFLICT DO NOTHING
 
 # removed_at: the first removal after the newest scrape that saw markets (apply_scrape.lua
 # keeps the first one with HSETNX and clears it when a scrape lists markets again).
-_SNAPSHOT_SQL = """
-INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])
-ON CONFLICT (event_id, bookmaker) DO UPDATE SET
-    last_scraped_at = GREATEST(t.last_scraped_at, excluded.last_scraped_at),
-    captured_at = GREATEST(t.captured_at, excluded.captured_at),
-    last_confirmed_at = GREATEST(t.last_confirmed_at, excluded.last_confirmed_at),
-    removed_at = (
-        SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)
-        WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity')
+_SNAPSHOT_NEW = {
+    "last_scraped_at": "GREATEST(t.last_scraped_at, excluded.last_scraped_at)",
+    "captured_at": "GREATEST(t.captured_at, excluded.captured_at)",
+    "last_confirmed_at": "GREATEST(t.last_confirmed_at, excluded.last_confirmed_at)",
+    "last_complete_at": "GREATEST(t.last_complete_at, excluded.last_complete_at)",
+    "removed_at": (
+        "(SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)"
+        " WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity'))"
     ),
-    updated_at = now()
+}
+# A replay changes nothing, so it writes nothing; RETURNING tells which confirmations moved.
+_SNAPSHOT_SQL = f"""
+INSERT INTO availability_snapshots AS t
+    (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, last_complete_at, removed_at)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[],
+                     %b::timestamptz[], %b::timestamptz[])
+ON CONFLICT (event_id, bookmaker) DO UPDATE SET
+    {", ".join(f"{c} = {e}" for c, e in _SNAPSHOT_NEW.items())}, updated_at = now()
+WHERE ROW({", ".join(f"t.{c}" for c in _SNAPSHOT_NEW)}) IS DISTINCT FROM ROW({", ".join(_SNAPSHOT_NEW.values())})
+RETURNING event_id, bookmaker, last_complete_at
 """
 
 
@@ -238,12 +235,7 @@ ON CONFLICT (event_id, bookmaker) DO UPDATE SET
 # no deadlocks between their row locks.
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%b::int[]) AS k"
 
-_UPSERTS = {
-    (competitor, captured, confirmed): _upsert_sql(competitor, captured, confirmed)
-    for competitor in (False, True)
-    for captured, confirmed in ((True, True), (False, True), (False, False))
-}
-_CONFIRMS = {competitor: _confirm_sql(competitor) for competitor in (False, True)}
+_UPSERTS = {competitor: _upsert_sql(competitor) for competitor in (False, True)}
 
 
 def _lock_id(event_id: int, bookmaker: str) -> int:
@@ -265,31 +257,23 @@ def statements(rows: BatchRows) -> list[tuple[str, str, list]]:
         source, event, market, line = key
         return (source or "", event, market, line is not None, line or 0.0)
 
-    groups: dict[tuple[bool, bool, bool], list[tuple]] = {}
+    groups: dict[bool, list[tuple]] = {False: [], True: []}
     for key in sorted(rows.markets, key=sort_key):
         r = rows.markets[key]
-        captured = r.captured or r.first
-        confirmed = r.confirmed or r.first
-        values = (r.event_id, r.betpawa_market_id, r.line, *r.values, captured, confirmed, r.scraped_at, r.unavailable_at)
+        values = (r.event_id, r.betpawa_market_id, r.line, *r.values, r.captured, r.seen, r.scraped_at, r.unavailable_at)
         if r.source is not None:
             values = (r.source, *values)
-        groups.setdefault((r.source is not None, *r.category), []).append(values)
-    for (competitor, captured, confirmed), values in sorted(groups.items()):
-        label = "competitor_market_odds" if competitor else "market_odds"
-        out.append((label, _UPSERTS[(competitor, captured, confirmed)], _columns(values)))
-    for competitor in (False, True):
-        confirms = [
-            ((k[0],) if competitor else ()) + (k[1], k[2], k[3], at)
-            for k, at in sorted(rows.present.items(), key=lambda kv: sort_key(kv[0]))
-            if (k[0] is not None) == competitor
-        ]
-        if confirms:
-            out.append(("confirmed", _CONFIRMS[competitor], _columns(confirms)))
+        groups[r.source is not None].append(values)
+    for competitor, values in groups.items():
+        if values:
+            label = "competitor_market_odds" if competitor else "market_odds"
+            out.append((label, _UPSERTS[competitor], _columns(values)))
     if rows.history:
         history = sorted(rows.history, key=lambda h: (h[0], h[1], h[2], h[3] is not None, h[3] or 0.0, h[5], h[4]))
         out.append(("history", _HISTORY_SQL, _columns(history)))
     snaps = [
-        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at)
+        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.last_complete_at,
+         s.removed_at)
         for s in (rows.snapshots[k] for k in rows.snapshot_keys)
     ]
     if snaps:
@@ -302,7 +286,7 @@ class Written:
     """What one batch's statements changed (replays change nothing)."""
 
     rows: int = 0
-    confirmed: int = 0
+    confirmed: int = 0  # snapshots whose complete-scrape confirmation (last_complete_at) moved
     transitions: int = 0
     snapshots: int = 0
 
@@ -342,13 +326,13 @@ async def write_batch(
         if label in ("market_odds", "competitor_market_odds"):
             written.rows += count
             metrics.ROWS.labels(label).inc(count)
-        elif label == "confirmed":
-            written.confirmed += count
         elif label == "history":
             written.transitions += count
         elif label == "availability_snapshots":
             written.snapshots += count
             metrics.ROWS.labels(label).inc(count)
+            for event_id, bookmaker, complete in await cur.fetchall():  # a confirmation that moved
+                written.confirmed += complete is not None and complete == rows.snapshots[(event_id, bookmaker)].last_complete_at
     metrics.CONFIRMED.inc(written.confirmed)
     metrics.TRANSITIONS.inc(written.transitions)
     return written
@@ -366,7 +350,8 @@ class PgSnapshot:
     captured_at: datetime | None
     last_confirmed_at: datetime | None
     removed_at: datetime | None
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # market rows; ``last_confirmed_at`` derived (LAST_CONFIRMED_SQL)
+    last_complete_at: datetime | None = None
 
     def meta(self) -> dict[str, str]:
         """The meta hash as ``apply_scrape.lua`` writes it."""
@@ -380,28 +365,36 @@ class PgSnapshot:
             "markets": str(len(self.rows)),
             "unavailable": str(unavailable),
         }
-        captured = self.captured_at or max((r["captured_at"] for r in self.rows), default=None)
-        confirmed = self.last_confirmed_at or max((r["last_confirmed_at"] for r in self.rows), default=None)
+        captured = self.captured_at or max((r["captured_at"] for r in self.rows if r["captured_at"]), default=None)
+        confirmed = self.last_confirmed_at or max(
+            (r["last_confirmed_at"] for r in self.rows if r["last_confirmed_at"]), default=None)
         if captured is not None:
             meta["captured_at"] = format_ts(captured)
         if confirmed is not None:
             meta["last_confirmed_at"] = format_ts(confirmed)
+        if self.last_complete_at is not None:  # the next stamp's change record says when it was last seen
+            meta["last_complete_us"] = str(to_micros(self.last_complete_at))
         if self.removed_at is not None:
             meta["removed_at"] = format_ts(self.removed_at)
         return meta
 
 
 _SNAPSHOTS_SQL = """
-SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at
+SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, last_complete_at, removed_at
 FROM availability_snapshots {where}
 """
-_READ_COLUMNS = ", ".join(name for name, _ in MARKET_COLUMNS[1:])  # after event_id
-_MARKETS_SQL = """
+# every market column after event_id but seen_at, then the market's last confirmation, derived
+_READ_COLUMNS = ", ".join(f"m.{name}" for name, _ in MARKET_COLUMNS[1:] if name != "seen_at")
+_MARKETS_SQL = f"""
 SELECT * FROM (
-    SELECT event_id, %(home)s::text AS bookmaker, {columns} FROM market_odds {where}
+    SELECT m.event_id, %(home)s::text AS bookmaker, {_READ_COLUMNS}, {LAST_CONFIRMED_SQL} AS last_confirmed_at
+    FROM market_odds m
+    LEFT JOIN availability_snapshots s ON s.event_id = m.event_id AND s.bookmaker = %(home)s {{where}}
     UNION ALL
-    SELECT event_id, source, {columns} FROM competitor_market_odds {where}
-) AS m ORDER BY event_id, bookmaker
+    SELECT m.event_id, m.source, {_READ_COLUMNS}, {LAST_CONFIRMED_SQL}
+    FROM competitor_market_odds m
+    LEFT JOIN availability_snapshots s ON s.event_id = m.event_id AND s.bookmaker = m.source {{where}}
+) AS x ORDER BY event_id, bookmaker
 """
 
 
@@ -420,17 +413,18 @@ async def load_snapshots(
         where = "WHERE event_id = ANY(%(events)s::bigint[])"
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
+        where = where.replace("event_id", "m.event_id", 1)
         heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
 
     def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
         head = heads.pop(key, None) or {}
         return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
-                          head.get("last_confirmed_at"), head.get("removed_at"), rows)
+                          head.get("last_confirmed_at"), head.get("removed_at"), rows, head.get("last_complete_at"))
 
     # a server-side cursor: the market tables are streamed, not loaded whole
     async with conn.transaction():
         async with conn.cursor(name="availability_warm", row_factory=psycopg.rows.dict_row) as cur:
-            await cur.execute(_MARKETS_SQL.format(where=where, columns=_READ_COLUMNS), params)
+            await cur.execute(_MARKETS_SQL.format(where=where), params)
             current: tuple[int, str] | None = None
             rows: list[dict[str, Any]] = []
             async for row in cur:

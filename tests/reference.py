@@ -77,6 +77,7 @@ class RefState:
     captured_at: datetime | None = None
     last_confirmed_at: datetime | None = None
     removed_at: datetime | None = None
+    last_complete_at: datetime | None = None  # the last complete scrape that listed markets
     last_identity: tuple | None = None  # what makes a re-delivery of the last scrape exact
     last_result: Expected | None = None
 
@@ -169,6 +170,8 @@ class ReferenceCache:
         if merged:
             state.last_confirmed_at = at
             state.removed_at = None  # listed again
+            if complete:
+                state.last_complete_at = at
         if removed and state.removed_at is None:
             state.removed_at = at  # the first time it was seen gone
         result = Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
@@ -190,6 +193,7 @@ class ReferenceCache:
             markets=tuple(sorted(state.markets.values(), key=lambda m: key_sort_order(m.key))),
             last_scraped_at=state.last_scraped_at,
             removed_at=state.removed_at,
+            last_complete_at=state.last_complete_at,
         )
 
     def pairs(self) -> list[tuple[int, str]]:

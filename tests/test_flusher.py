@@ -76,7 +76,8 @@ def query(database_url: str, sql: str, *params) -> list[dict]:
 
 
 def market_rows(database_url: str, table: str = "market_odds") -> dict[tuple, dict]:
-    rows = query(database_url, f"SELECT * FROM {table}")
+    """The rows with their last confirmation, derived as every reader gets it (revision 0006)."""
+    rows = query(database_url, f"SELECT * FROM {table}_confirmed")
     return {(r.get("source"), r["event_id"], r["betpawa_market_id"], r["line"]): r for r in rows}
 
 

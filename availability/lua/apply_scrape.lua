@@ -81,7 +81,7 @@ end
 -- ---------------------------------------------------------------- cold and stale checks
 if redis.call('EXISTS', KEYS[6]) == 0 then return {'cold'} end
 local meta_before = redis.call('HMGET', KEYS[3], 'last_scraped_us', 'expire_at_ms', 'removed_at',
-                               'last_digest', 'last_reply')
+                               'last_digest', 'last_reply', 'last_complete_us')
 local last = meta_before[1]
 if last and tonumber(scraped_us) <= tonumber(last) then
   if scraped_us == last and meta_before[4] == digest and meta_before[5] then
@@ -134,6 +134,10 @@ for i = FIRST, LAST, 2 do
   if stamped_before[key] then
     became_available[#became_available + 1] = key; flags = (flags or '') .. 'a'
   end
+  -- a partial scrape says nothing about the markets it did not list, so the markets it
+  -- did list unchanged are confirmed one by one ('p'); a complete scrape confirms all
+  -- of them at once (the record's scraped_at, with completeness "complete")
+  if not flags and completeness == 'partial' then flags = 'p' end
   if flags then
     record[#record + 1] = key; record[#record + 1] = ARGV[i + 1]; record[#record + 1] = flags
   end
@@ -166,6 +170,7 @@ local unavailable = #stamped_keys - #became_available + #became_unavailable
 local meta = {'event_id', event_id, 'bookmaker', bookmaker, 'last_scraped_us', scraped_us,
               'last_scraped_at', scraped_iso, 'markets', total, 'unavailable', unavailable}
 if new + changed > 0 then meta[#meta + 1] = 'captured_at'; meta[#meta + 1] = scraped_iso end
+if completeness == 'complete' then meta[#meta + 1] = 'last_complete_us'; meta[#meta + 1] = scraped_us end
 if n > 0 then
   meta[#meta + 1] = 'last_confirmed_at'; meta[#meta + 1] = scraped_iso
   if meta_before[3] then redis.call('HDEL', KEYS[3], 'removed_at') end
@@ -189,7 +194,8 @@ end
 local stream_id = redis.call('XADD', KEYS[5], '*',
     'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
     'scraped_at', scraped_us, 'completeness', completeness,
-    'present', present_blob, 'markets', cmsgpack.pack(record))
+    'present', present_blob, 'markets', cmsgpack.pack(record),
+    'prev_complete', meta_before[6] or '')
 local result = {new, changed, unchanged, became_unavailable, became_available, stream_id}
 -- kept so that a retried call of this very scrape learns what it did
 redis.call('HSET', KEYS[3], 'last_digest', digest, 'last_reply', cmsgpack.pack(result))
