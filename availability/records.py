@@ -146,8 +146,11 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
             key = _field_key(flat[i])
             odds_changed, new, available, unavailable, confirmed_only = _flags(flat[i + 2])
             market = decode_market(flat[i + 1], scraped_at if unavailable else None)
-            if market.key != key:
-                raise RecordError(f"record {sid}: market {key}: payload is for {market.key}")
+            # the key the field names, compared without normalising the payload's again (the
+            # script stored it under that field: a line is a float or nil, -0.0 == 0.0)
+            if market.betpawa_market_id != key.betpawa_market_id or market.line != key.line:
+                raise RecordError(f"record {sid}: market {key}: payload is for "
+                                  f"{market.betpawa_market_id!r}@{market.line!r}")
             changes.append(
                 MarketChange(
                     key=key,

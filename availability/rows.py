@@ -11,8 +11,10 @@ row appears once per transaction. :mod:`availability.storage` turns a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Iterable
 
 from availability.db.convert import HOME_BOOKMAKER
@@ -77,11 +79,29 @@ class _RecordRows:
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN: a bad record, not bad SQL
 
 
+_name_json = lru_cache(maxsize=65536)(_dumps)  # outcome names ("Over", "1", "X") recur everywhere
+_isfinite = math.isfinite
+
+
 def _outcomes_json(outcomes: Any) -> str:
+    """``json.dumps(outcomes)`` exactly (same separators, keys in the same order), built
+    from memoised names: a float's repr is its JSON, and NaN or infinities are refused
+    (a bad record, not bad SQL)."""
+    parts = []
     for o in outcomes:
-        if type(o["name"]) is not str or type(o["odds"]) is not float or type(o["is_active"]) is not bool:
-            raise RecordError(f"outcome {o!r}: expected name str, odds float, is_active bool")
-    return _dumps(outcomes)
+        name, odds, active = o["name"], o["odds"], o["is_active"]
+        if type(name) is not str or type(odds) is not float or type(active) is not bool or not _isfinite(odds):
+            raise RecordError(f"outcome {o!r}: expected name str, finite odds float, is_active bool")
+        parts.append(f'{{"name":{_name_json(name)},"odds":{odds!r},"is_active":{"true" if active else "false"}}}')
+    return "[" + ",".join(parts) + "]"
+
+
+@lru_cache(maxsize=4096)
+def _groups_json(groups: tuple[str, ...]) -> str:
+    """Market groups as JSON, memoised: a few dozen lists recur in every record."""
+    if not all(type(g) is str for g in groups):
+        raise RecordError(f"market_groups: expected strings, got {list(groups)!r}")
+    return _dumps(list(groups))
 
 
 def _optional_float(value: Any) -> float | None:
@@ -103,15 +123,17 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
     for change in record.changes:
         m = change.market
         groups = m.market_groups
-        if groups is not None and not all(type(g) is str for g in groups):
-            raise RecordError(f"market {change.key}: market_groups: expected strings, got {groups!r}")
+        try:
+            groups_json = None if groups is None else _groups_json(tuple(groups))
+        except (RecordError, TypeError) as exc:  # TypeError: an unhashable entry
+            raise RecordError(f"market {change.key}: market_groups: expected strings, got {groups!r}") from exc
         values = (
             m.betpawa_market_name,
             m.handicap_type,
             _optional_float(m.handicap_home),
             _optional_float(m.handicap_away),
             _outcomes_json(m.outcomes),
-            None if groups is None else _dumps(groups),
+            groups_json,
         )
         key = (source, event_id, change.key.betpawa_market_id, change.key.line)
         unavailable = change.became_unavailable

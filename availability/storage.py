@@ -237,6 +237,31 @@ _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%b::int[]) AS k"
 
 _UPSERTS = {competitor: _upsert_sql(competitor) for competitor in (False, True)}
 
+# The insert-heavy case (a first cycle: every market new): binary COPY of the batch's market
+# rows into a temporary table, then the same upserts from it. psycopg dumps COPY rows in C,
+# while the arrays of unnest(...) are built value by value in Python.
+STAGE_MIN_ROWS = 2_000  # market rows in a batch from which COPY pays for its extra round trips
+_STAGE = "availability_market_stage"
+_STAGE_COLUMNS = (("ord", "bigint"), SOURCE_COLUMN, *MARKET_COLUMNS)
+_STAGE_CREATE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+_STAGE_COPY = f"COPY {_STAGE} ({', '.join(name for name, _ in _STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
+def _staged_upsert_sql(competitor: bool) -> str:
+    """:func:`_upsert_sql` reading the staged rows (in key order: the lock order) instead of arrays."""
+    unnest = _upsert_sql(competitor)
+    head, _, rest = unnest.partition(" FROM unnest(")
+    _, _, conflict = rest.partition("\n")
+    source = "s.source IS NOT NULL" if competitor else "s.source IS NULL"
+    return f"{head} FROM {_STAGE} AS s WHERE {source} ORDER BY s.ord\n{conflict}"
+
+
+_STAGED_UPSERTS = {competitor: _staged_upsert_sql(competitor) for competitor in (False, True)}
+
 
 def _lock_id(event_id: int, bookmaker: str) -> int:
     digest = hashlib.blake2b(f"{event_id}:{bookmaker}".encode(), digest_size=4).digest()
@@ -247,27 +272,40 @@ def _columns(rows: Sequence[tuple]) -> list[list]:
     return [list(col) for col in zip(*rows)] if rows else []
 
 
-def statements(rows: BatchRows) -> list[tuple[str, str, list]]:
-    """``(label, sql, params)`` of one batch, rows sorted by key (a stable lock order)."""
-    out: list[tuple[str, str, list]] = []
-    locks = sorted({_lock_id(e, b) for e, b in rows.snapshots})
-    out.append(("locks", _LOCK_SQL, [_LOCK_CLASS, locks]))
+def _sort_key(key: MarketRowKey) -> tuple:
+    source, event, market, line = key
+    return (source or "", event, market, line is not None, line or 0.0)
 
-    def sort_key(key: MarketRowKey) -> tuple:
-        source, event, market, line = key
-        return (source or "", event, market, line is not None, line or 0.0)
 
+def _market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
+    """The market rows' column values (``source`` first for competitors), sorted by key."""
     groups: dict[bool, list[tuple]] = {False: [], True: []}
-    for key in sorted(rows.markets, key=sort_key):
+    for key in sorted(rows.markets, key=_sort_key):
         r = rows.markets[key]
         values = (r.event_id, r.betpawa_market_id, r.line, *r.values, r.captured, r.seen, r.scraped_at, r.unavailable_at)
         if r.source is not None:
             values = (r.source, *values)
         groups[r.source is not None].append(values)
-    for competitor, values in groups.items():
-        if values:
-            label = "competitor_market_odds" if competitor else "market_odds"
-            out.append((label, _UPSERTS[competitor], _columns(values)))
+    return groups
+
+
+def statements(rows: BatchRows, *, staged: bool = False) -> list[tuple[str, str, list]]:
+    """``(label, sql, params)`` of one batch, rows sorted by key (a stable lock order);
+    ``staged``: the market rows are in the staging table (:func:`stage_markets`)."""
+    out: list[tuple[str, str, list]] = []
+    locks = sorted({_lock_id(e, b) for e, b in rows.snapshots})
+    out.append(("locks", _LOCK_SQL, [_LOCK_CLASS, locks]))
+
+    if staged:
+        for competitor in (False, True):
+            if any((key[0] is not None) == competitor for key in rows.markets):
+                label = "competitor_market_odds" if competitor else "market_odds"
+                out.append((label, _STAGED_UPSERTS[competitor], []))
+    else:
+        for competitor, values in _market_values(rows).items():
+            if values:
+                label = "competitor_market_odds" if competitor else "market_odds"
+                out.append((label, _UPSERTS[competitor], _columns(values)))
     if rows.history:
         history = sorted(rows.history, key=lambda h: (h[0], h[1], h[2], h[3] is not None, h[3] or 0.0, h[5], h[4]))
         out.append(("history", _HISTORY_SQL, _columns(history)))
@@ -297,15 +335,29 @@ class Written:
         self.snapshots += other.snapshots
 
 
+async def stage_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> None:
+    """COPY the batch's market rows into the session's staging table (emptied at commit)."""
+    await conn.execute(_STAGE_CREATE)
+    async with conn.cursor() as cur:
+        async with cur.copy(_STAGE_COPY) as copy:
+            copy.set_types([kind for _, kind in _STAGE_COLUMNS])
+            ordinal = 0
+            for competitor, values in _market_values(rows).items():
+                for v in values:
+                    ordinal += 1
+                    await copy.write_row((ordinal, *v) if competitor else (ordinal, None, *v))
+
+
 async def write_batch(
     conn: psycopg.AsyncConnection, rows: BatchRows, prefix: str, generation: int, *, pipeline: bool = True
 ) -> Written:
     """Write one batch in one transaction, unless a warm-up bumped the fence past
     ``generation`` since the batch was read (then raise :class:`Fenced`)."""
-    planned = statements(rows)
+    staged = len(rows.markets) >= STAGE_MIN_ROWS
+    planned = statements(rows, staged=staged)
     written = Written()
     cursors: list[tuple[str, psycopg.AsyncCursor]] = []
-    pipe = conn.pipeline() if pipeline else contextlib.nullcontext()
+    pipe = conn.pipeline() if pipeline and not staged else contextlib.nullcontext()  # no COPY in a pipeline
     async with pipe:
         async with conn.transaction():
             # The share lock makes warm-up's bump wait for this commit (or this
@@ -317,6 +369,8 @@ async def write_batch(
                     f"warm-up generation is {current[0] if current else None}, the batch was read "
                     f"under {generation}"
                 )
+            if staged:
+                await stage_markets(conn, rows)
             for label, sql, params in planned:
                 cur = conn.cursor()
                 await cur.execute(sql, params)

@@ -29,6 +29,10 @@ readers compute the same expression (``availability.db.models.LAST_CONFIRMED_SQL
 ``market_odds_confirmed`` joins the snapshots of bookmaker ``betpawa``, the
 home bookmaker.
 
+The market tables get ``fillfactor = 80``: the rows that do change (new odds)
+are then mostly rewritten in place (HOT, no new index entries) on pages that
+keep room for it. It applies to pages written from now on.
+
 Downgrade writes the derived value back into every row (and the scrape time
 into a NULL ``captured_at``), so nothing is lost either way.
 
@@ -67,6 +71,7 @@ def upgrade() -> None:
     for table in _TABLES:
         op.alter_column(table, "last_confirmed_at", new_column_name="seen_at", nullable=True)
         op.alter_column(table, "captured_at", nullable=True)
+        op.execute(f"ALTER TABLE {table} SET (fillfactor = 80)")
         op.execute(
             f"CREATE VIEW {table}_confirmed AS SELECT m.*, {_LAST_CONFIRMED} AS last_confirmed_at "
             f"FROM {table} m LEFT JOIN {_snapshot_join(table)}"
@@ -76,6 +81,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in _TABLES:
         op.execute(f"DROP VIEW {table}_confirmed")
+        op.execute(f"ALTER TABLE {table} RESET (fillfactor)")
         op.execute(
             f"UPDATE {table} AS t SET seen_at = COALESCE(d.last_confirmed_at, t.scraped_at),"
             f" captured_at = COALESCE(t.captured_at, t.scraped_at)"
