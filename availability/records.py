@@ -43,7 +43,7 @@ from typing import Mapping
 import msgpack
 
 from availability.errors import AvailabilityError
-from availability.model import CachedMarket, MarketKey, decode_market, field_to_key, from_micros
+from availability.model import CachedMarket, MarketKey, field_to_key, from_micros, market_from_fields
 
 __all__ = ["ChangeRecord", "MarketChange", "RecordError", "decode_record"]
 
@@ -55,12 +55,20 @@ class RecordError(AvailabilityError):
 @dataclass(frozen=True)
 class MarketChange:
     key: MarketKey
-    market: CachedMarket  # the market's offer; unavailable_at set when it became unavailable
+    # the payload's eight positional items (model.encode_market), as msgpack decoded them:
+    # the flusher reads them as they are, without building a CachedMarket per market
+    fields: list = field(repr=False)
     odds_changed: bool  # new or changed odds: captured_at moves to this scrape
     is_new: bool
     became_available: bool
     became_unavailable: bool
     confirmed_only: bool = False  # "p": listed unchanged by a partial scrape
+    unavailable_at: datetime | None = None  # the scrape's time when it became unavailable
+
+    @property
+    def market(self) -> CachedMarket:
+        """The market's offer (``unavailable_at`` set when it became unavailable)."""
+        return market_from_fields(self.fields, self.unavailable_at)
 
 
 @dataclass(frozen=True)
@@ -145,16 +153,19 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
         for i in range(0, len(flat), 3):
             key = _field_key(flat[i])
             odds_changed, new, available, unavailable, confirmed_only = _flags(flat[i + 2])
-            market = decode_market(flat[i + 1], scraped_at if unavailable else None)
+            data = msgpack.unpackb(flat[i + 1], raw=False)
+            if type(data) is not list or len(data) != 8 or type(data[6]) is not list:
+                raise RecordError(f"record {sid}: market {key}: payload: expected a msgpack array of 8 items "
+                                  f"(schema 2)")
             # the key the field names, compared without normalising the payload's again (the
             # script stored it under that field: a line is a float or nil, -0.0 == 0.0)
-            if market.betpawa_market_id != key.betpawa_market_id or market.line != key.line:
-                raise RecordError(f"record {sid}: market {key}: payload is for "
-                                  f"{market.betpawa_market_id!r}@{market.line!r}")
+            if data[0] != key.betpawa_market_id or data[2] != key.line:
+                raise RecordError(f"record {sid}: market {key}: payload is for {data[0]!r}@{data[2]!r}")
             changes.append(
                 MarketChange(
                     key=key,
-                    market=market,
+                    fields=data,
+                    unavailable_at=scraped_at if unavailable else None,
                     odds_changed=odds_changed,
                     is_new=new,
                     became_available=available,

@@ -84,12 +84,13 @@ _isfinite = math.isfinite
 
 
 def _outcomes_json(outcomes: Any) -> str:
-    """``json.dumps(outcomes)`` exactly (same separators, keys in the same order), built
-    from memoised names: a float's repr is its JSON, and NaN or infinities are refused
+    """The payload's ``[[name, odds, is_active], ...]`` as the JSON the table holds
+    (``[{"name": .., "odds": .., "is_active": ..}]``, as ``json.dumps`` writes it), built
+    from memoised names: a float's repr is its JSON; NaN or infinities are refused
     (a bad record, not bad SQL)."""
     parts = []
     for o in outcomes:
-        name, odds, active = o["name"], o["odds"], o["is_active"]
+        name, odds, active = o
         if type(name) is not str or type(odds) is not float or type(active) is not bool or not _isfinite(odds):
             raise RecordError(f"outcome {o!r}: expected name str, finite odds float, is_active bool")
         parts.append(f'{{"name":{_name_json(name)},"odds":{odds!r},"is_active":{"true" if active else "false"}}}')
@@ -121,18 +122,20 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
     at = record.scraped_at
     markets: list[_RecordMarket] = []
     for change in record.changes:
-        m = change.market
-        groups = m.market_groups
+        _, name, _, handicap_type, handicap_home, handicap_away, outcomes, groups = change.fields
+        if type(name) is not str or (handicap_type is not None and type(handicap_type) is not str):
+            raise RecordError(f"market {change.key}: name and handicap_type: expected text, got "
+                              f"{name!r}, {handicap_type!r}")
         try:
             groups_json = None if groups is None else _groups_json(tuple(groups))
         except (RecordError, TypeError) as exc:  # TypeError: an unhashable entry
             raise RecordError(f"market {change.key}: market_groups: expected strings, got {groups!r}") from exc
         values = (
-            m.betpawa_market_name,
-            m.handicap_type,
-            _optional_float(m.handicap_home),
-            _optional_float(m.handicap_away),
-            _outcomes_json(m.outcomes),
+            name,
+            handicap_type,
+            _optional_float(handicap_home),
+            _optional_float(handicap_away),
+            _outcomes_json(outcomes),
             groups_json,
         )
         key = (source, event_id, change.key.betpawa_market_id, change.key.line)
