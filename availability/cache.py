@@ -62,12 +62,6 @@ COLD = "cold"
 ERROR = "error"
 
 
-# Meta fields that remember the last applied scrape for its exact re-delivery
-# (``duplicate``); warm-up does not restore them (a retry after Redis lost its
-# data is then answered ``stale``).
-REDELIVERY_FIELDS = ("last_digest", "last_reply")
-
-
 def _encode(market: CachedMarket, where: str) -> bytes:
     try:
         return encode_market(market)

@@ -41,6 +41,27 @@ DEFAULT_SHARDS = 16
 # field names, which this version cannot read: such a deployment is refused.
 SCHEMA_VERSION = "2"
 
+# The fields of a snapshot's meta hash (``...:meta``), declared once: what
+# apply_scrape.lua writes (and warm_snapshot.lua restores, from rules.meta_hash).
+# A test checks that the two Lua scripts use exactly these names.
+META_SNAPSHOT_FIELDS = (
+    "event_id",
+    "bookmaker",
+    "last_scraped_us",  # the staleness clock, in microseconds
+    "last_scraped_at",
+    "markets",  # count
+    "unavailable",  # count
+    "captured_at",  # newest scrape that changed the odds
+    "last_confirmed_at",  # newest scrape that listed markets
+    "last_complete_us",  # newest complete scrape (µs): a later record's prev_complete
+    "removed_at",  # first time the event was seen gone from the listing
+)
+# Kept by apply_scrape.lua only: the expiry a later scrape keeps, and what makes an
+# exact re-delivery of the last applied scrape ``duplicate`` (warm-up restores none of them).
+META_EXPIRY_FIELD = "expire_at_ms"
+REDELIVERY_FIELDS = ("last_digest", "last_reply")
+META_FIELDS = frozenset((*META_SNAPSHOT_FIELDS, META_EXPIRY_FIELD, *REDELIVERY_FIELDS))
+
 # fullmatch, not match with "$": "$" also matches before a trailing newline
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 _BOOKMAKER_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,39}")

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from availability.db.convert import HOME_BOOKMAKER
 from availability.records import ChangeRecord, RecordError
+from availability.rules import advance_meta
 
 __all__ = ["MarketRowKey", "BatchRows", "record_rows", "build_rows"]
 
@@ -182,14 +183,13 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
     for (event_id, bookmaker), records in per_snapshot.items():
         snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None, None)
         for record in records:  # oldest first, replaying apply_scrape.lua's meta rules
-            if any(c.odds_changed for c in record.changes):
-                snap.captured_at = record.scraped_at
-            if record.lists_markets:
-                snap.last_confirmed_at = record.scraped_at
-                snap.removed_at = None
-            if record.completeness == "complete":
-                snap.last_complete_at = record.scraped_at
-            if record.kind == "removed" and snap.removed_at is None:
-                snap.removed_at = record.scraped_at
+            advance_meta(
+                snap,
+                record.scraped_at,
+                odds_changed=any(c.odds_changed for c in record.changes),
+                listed_markets=record.lists_markets,
+                removed=record.kind == "removed",
+                complete=record.completeness == "complete",
+            )
         rows.snapshots[(event_id, bookmaker)] = snap
     return rows

@@ -38,8 +38,8 @@ from availability.db.convert import HOME_BOOKMAKER
 from availability.db.models import LAST_CONFIRMED_SQL
 from availability.db.engine import libpq_url
 from availability.logs import redact_url
-from availability.model import format_ts, to_micros
 from availability.rows import BatchRows, MarketRowKey
+from availability.rules import SnapshotState, meta_hash
 
 __all__ = [
     "MARKET_COLUMNS",
@@ -408,29 +408,20 @@ class PgSnapshot:
     last_complete_at: datetime | None = None
 
     def meta(self) -> dict[str, str]:
-        """The meta hash as ``apply_scrape.lua`` writes it."""
-        last = self.last_scraped_at or max(r["scraped_at"] for r in self.rows)
+        """The meta hash as ``apply_scrape.lua`` writes it; times missing from the
+        snapshot row (written before it existed) are taken from the market rows."""
+        times = SnapshotState(
+            last_scraped_at=self.last_scraped_at or max(r["scraped_at"] for r in self.rows),
+            captured_at=self.captured_at or max((r["captured_at"] for r in self.rows if r["captured_at"]),
+                                                default=None),
+            last_confirmed_at=self.last_confirmed_at or max(
+                (r["last_confirmed_at"] for r in self.rows if r["last_confirmed_at"]), default=None),
+            removed_at=self.removed_at,
+            # the next stamp's change record says the market was last seen no earlier
+            last_complete_at=self.last_complete_at,
+        )
         unavailable = sum(1 for r in self.rows if r["unavailable_at"] is not None)
-        meta = {
-            "event_id": str(self.event_id),
-            "bookmaker": self.bookmaker,
-            "last_scraped_us": str(to_micros(last)),
-            "last_scraped_at": format_ts(last),
-            "markets": str(len(self.rows)),
-            "unavailable": str(unavailable),
-        }
-        captured = self.captured_at or max((r["captured_at"] for r in self.rows if r["captured_at"]), default=None)
-        confirmed = self.last_confirmed_at or max(
-            (r["last_confirmed_at"] for r in self.rows if r["last_confirmed_at"]), default=None)
-        if captured is not None:
-            meta["captured_at"] = format_ts(captured)
-        if confirmed is not None:
-            meta["last_confirmed_at"] = format_ts(confirmed)
-        if self.last_complete_at is not None:  # the next stamp's change record says when it was last seen
-            meta["last_complete_us"] = str(to_micros(self.last_complete_at))
-        if self.removed_at is not None:
-            meta["removed_at"] = format_ts(self.removed_at)
-        return meta
+        return meta_hash(self.event_id, self.bookmaker, times, markets=len(self.rows), unavailable=unavailable)
 
 
 _SNAPSHOTS_SQL = """

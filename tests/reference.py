@@ -1,9 +1,10 @@
 """A pure, in-memory reference of :class:`availability.cache.MarketCache`.
 
-Built on :func:`availability.detection.detect_availability_changes` and the
-model's normalisation, with no I/O, so the Lua script can be checked against
-it (``test_cache_differential.py``, ``test_cache_race.py``). It mirrors the
-cache's rules, including the order in which they are checked:
+A thin user of the package's one Python statement of the rules,
+:func:`availability.rules.apply_to_snapshot`, with no I/O, so the Lua script
+can be checked against it (``test_cache_differential.py``,
+``test_cache_race.py``). It adds what the cache decides before the rules run,
+in the same order:
 
 1. an empty list without ``confirmed_empty`` (or a partial one) is
    ``ignored_empty`` before anything else: nothing changes, the clock does not
@@ -21,12 +22,11 @@ cache's rules, including the order in which they are checked:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
 from availability.cache import APPLIED, DUPLICATE, IGNORED_EMPTY, STALE, Scrape, ScrapeOutcome
-from availability.detection import detect_availability_changes
 from availability.errors import InvalidScrape
 from availability.keys import validate_bookmaker, validate_event_id
 from availability.model import (
@@ -34,12 +34,12 @@ from availability.model import (
     CachedSnapshot,
     MarketKey,
     coerce_market,
-    decode_market,
     encode_market,
     key_sort_order,
     merge_markets,
     to_utc,
 )
+from availability.rules import SnapshotState, apply_to_snapshot
 
 __all__ = ["Expected", "ReferenceCache", "RefState", "outcome_of"]
 
@@ -69,26 +69,11 @@ def outcome_of(outcome: ScrapeOutcome) -> Expected:
 
 
 @dataclass
-class RefState:
-    """One event at one bookmaker."""
+class RefState(SnapshotState):
+    """One event at one bookmaker, and what makes its last scrape's re-delivery exact."""
 
-    markets: dict[MarketKey, CachedMarket] = field(default_factory=dict)
-    last_scraped_at: datetime | None = None
-    captured_at: datetime | None = None
-    last_confirmed_at: datetime | None = None
-    removed_at: datetime | None = None
-    last_complete_at: datetime | None = None  # the last complete scrape that listed markets
     last_identity: tuple | None = None  # what makes a re-delivery of the last scrape exact
     last_result: Expected | None = None
-
-
-def _sorted(keys: Iterable[MarketKey]) -> tuple[MarketKey, ...]:
-    return tuple(sorted(keys, key=key_sort_order))
-
-
-def _canonical(market: CachedMarket, unavailable_at: datetime | None) -> CachedMarket:
-    """The market as the cache stores it (its canonical encoding, decoded)."""
-    return decode_market(encode_market(market), unavailable_at)
 
 
 class ReferenceCache:
@@ -140,41 +125,9 @@ class ReferenceCache:
         if state is None:
             state = self.states[(event_id, bookmaker)] = RefState()
 
-        previous = list(state.markets.values())
-        new = changed = unchanged = 0
-        became_available: list[MarketKey] = []
-        for key, market in merged.items():
-            old = state.markets.get(key)
-            if old is None:
-                new += 1
-            elif encode_market(old) != encode_market(market):
-                changed += 1
-            else:
-                unchanged += 1
-            if old is not None and old.unavailable_at is not None:
-                became_available.append(key)
-            state.markets[key] = _canonical(market, None)
-
-        became_unavailable: list[MarketKey] = []
-        if complete:
-            stamped, cleared, _ = detect_availability_changes(previous, merged.values(), at)
-            # detection and the loop above must agree on what returned
-            assert _sorted(m.key for m in cleared) == _sorted(became_available)
-            for market in stamped:
-                state.markets[market.key] = dataclasses.replace(market, unavailable_at=at)
-                became_unavailable.append(market.key)
-
-        state.last_scraped_at = at
-        if new or changed:
-            state.captured_at = at
-        if merged:
-            state.last_confirmed_at = at
-            state.removed_at = None  # listed again
-            if complete:
-                state.last_complete_at = at
-        if removed and state.removed_at is None:
-            state.removed_at = at  # the first time it was seen gone
-        result = Expected(APPLIED, _sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
+        applied = apply_to_snapshot(state, at, merged, complete=complete, removed=removed)
+        result = Expected(APPLIED, applied.became_unavailable, applied.became_available,
+                          applied.new, applied.changed, applied.unchanged)
         state.last_identity, state.last_result = identity, result
         return result
 

@@ -12,10 +12,10 @@ import pytest
 from psycopg.rows import dict_row
 from redis.exceptions import ResponseError
 
-from availability.cache import REDELIVERY_FIELDS, MarketCache, Scrape
+from availability.cache import MarketCache, Scrape
 from availability.errors import InvalidScrape
 from availability.flusher import Flusher
-from availability.keys import KeySchema, validate_event_id
+from availability.keys import KeySchema, REDELIVERY_FIELDS, validate_event_id
 from availability.model import CachedMarket, CachedSnapshot, MarketKey, format_ts
 from availability.records import decode_record
 from availability.verify import verify

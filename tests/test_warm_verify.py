@@ -12,10 +12,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from availability.cache import REDELIVERY_FIELDS, MarketCache
+from availability.cache import MarketCache
 from availability.cli import cli
 from availability.errors import CacheNotReady
 from availability.flusher import Flusher
+from availability.keys import REDELIVERY_FIELDS
 from availability.model import CachedMarket, encode_market, key_to_field
 from availability.verify import KINDS, Mismatch, verify
 from availability.warm import warm
