@@ -700,4 +700,5 @@ def snapshot_from_hashes(
         markets=tuple(decoded),
         last_scraped_at=ts(b"last_scraped_at"),
         removed_at=ts(b"removed_at"),
+        last_complete_at=from_micros(meta[b"last_complete_us"]) if meta.get(b"last_complete_us") else None,
     )

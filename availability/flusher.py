@@ -11,10 +11,17 @@ transaction. The guarantees:
   pending; the others claim them with ``XAUTOCLAIM`` once they have been idle
   for ``claim_idle_ms``.
 * **Idempotent and order-free.** Every row carries the scrape time it reflects
-  (``scraped_at``) and refuses older versions; ``captured_at`` and
-  ``last_confirmed_at`` only move forward (``GREATEST``); history rows are
+  (``scraped_at``) and refuses older versions; ``captured_at`` and ``seen_at``
+  keep the newest time any record gave them (``GREATEST``); history rows are
   ``INSERT ... ON CONFLICT DO NOTHING`` on the whole transition. Replaying a
-  record, or two flushers committing in either order, leaves the same state.
+  record, or two flushers committing in either order, leaves the same state,
+  times included: once every record is written, a market's ``captured_at``
+  is the last scrape that changed its odds and its derived
+  ``last_confirmed_at`` the last scrape that listed it, exactly.
+* **Only changes are written.** A market row is written only when something
+  about the market changed; a complete scrape's confirmation of the rest is
+  recorded once, for its (event, bookmaker) (``last_complete_at``), and each
+  market's last confirmation is derived from it (revision 0006).
 * **Never dropped.** While PostgreSQL is unreachable the flusher retries for
   ever with bounded exponential backoff, keeps its records pending (and keeps
   them claimed, so the others do not pile up on them), and logs the lag.
@@ -30,11 +37,10 @@ The layers: :mod:`availability.rows` turns records into rows (pure),
 :mod:`availability.streams` reads and acknowledges the streams; this module
 is the loop that ties them together, with its retry policy.
 
-Known limit of order-free writes: when a market's first record (``n``) is
-still pending while a later one for it (``u`` or ``a``) commits first -- only
-possible with several flushers and a backlog -- the row is created from the
-later record, and its ``captured_at`` is that scrape's time rather than the
-earlier one (too new by at most one scrape interval).
+While a market's first record (``n``) is still pending and a later one for it
+(``u``, ``a``, ``p``) commits first -- only possible with several flushers and
+a backlog -- its row exists with ``captured_at`` NULL (not known yet) until
+the first record commits.
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ class FlushStats:
     records: int = 0  # records written and acknowledged
     batches: int = 0
     rows: int = 0  # market rows inserted or changed
-    confirmed: int = 0  # market rows whose last_confirmed_at a confirming scrape moved
+    confirmed: int = 0  # snapshots whose complete-scrape confirmation moved (one per complete scrape)
     transitions: int = 0  # history rows inserted (replays insert none)
     snapshots: int = 0  # availability_snapshots rows upserted
     dead_letters: int = 0

@@ -10,7 +10,7 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
 
     {av:2}:ev:1234:betpawa:markets      hash  field "18@2.5" -> canonical msgpack of the market
     {av:2}:ev:1234:betpawa:unavailable  hash  field "18@2.5" -> "2026-11-28T12:00:00.000000Z"
-    {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, counts
+    {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, last_complete_us, counts
     {av:2}:snapshots                    zset  "1234:betpawa", score 0 (a lexical index of the shard)
     {av:2}:alerts                       zset  "1234:betpawa" while it has unavailable markets, score its kickoff (µs)
     {av:2}:changes                      stream, one record per applied scrape (read by the flushers)
@@ -55,6 +55,7 @@ META_SNAPSHOT_FIELDS = (
     "unavailable",  # count
     "captured_at",  # newest scrape that changed the odds
     "last_confirmed_at",  # newest scrape that listed markets
+    "last_complete_us",  # newest complete scrape (µs): a later record's prev_complete
     "removed_at",  # first time the event was seen gone from the listing
     "kickoff_us",  # the event's kickoff in microseconds, when a scrape gave one
 )

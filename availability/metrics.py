@@ -9,7 +9,7 @@ Names, as ``curl localhost:PORT/metrics`` prints them::
 
     availability_flusher_records_total{outcome="flushed"|"dead_letter"}
     availability_flusher_rows_total{table="market_odds"|"competitor_market_odds"|"availability_snapshots"}
-    availability_flusher_confirmed_rows_total     last_confirmed_at moved by a confirming scrape
+    availability_flusher_confirmed_rows_total     complete scrapes' confirmations recorded (once per snapshot)
     availability_flusher_transitions_total
     availability_flusher_batch_seconds            histogram: one PostgreSQL transaction
     availability_flusher_retries_total{target="postgres"|"redis"}
@@ -63,7 +63,7 @@ ROWS = Counter(
 )
 CONFIRMED = Counter(
     "availability_flusher_confirmed_rows",
-    "Market rows whose last_confirmed_at a confirming scrape moved forward.",
+    "Complete scrapes' confirmations recorded, once per (event, bookmaker) snapshot.",
     registry=REGISTRY,
 )
 TRANSITIONS = Counter(

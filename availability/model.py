@@ -45,6 +45,7 @@ __all__ = [
     "field_to_key",
     "encode_market",
     "decode_market",
+    "market_from_fields",
     "market_to_dict",
     "market_from_dict",
     "coerce_market",
@@ -323,6 +324,8 @@ class CachedSnapshot:
     # tells "the event was removed" apart from "every market disappeared from a scrape".
     # Cleared by the next scrape that sees markets.
     removed_at: datetime | None = None
+    # the last complete scrape: it listed every market it left available
+    last_complete_at: datetime | None = None
 
     @property
     def available_markets(self) -> tuple[CachedMarket, ...]:
@@ -721,7 +724,11 @@ def encode_market(market: CachedMarket) -> bytes:
 def decode_market(payload: bytes, unavailable_at: datetime | None = None) -> CachedMarket:
     """Inverse of :func:`encode_market`; raises ``ValueError`` on anything else
     (e.g. a schema ``1`` payload, a msgpack map with field names)."""
-    data = msgpack.unpackb(payload, raw=False)
+    return market_from_fields(msgpack.unpackb(payload, raw=False), unavailable_at)
+
+
+def market_from_fields(data: Any, unavailable_at: datetime | None = None) -> CachedMarket:
+    """A market from a payload's eight positional items, already msgpack-decoded."""
     if not isinstance(data, list) or len(data) != 8:
         raise ValueError(f"market payload: expected a msgpack array of 8 items (schema 2), got {shown(data)}")
     market_id, name, line, handicap_type, handicap_home, handicap_away, outcomes, groups = data

@@ -303,6 +303,8 @@ class AvailabilityReader:
         filters = [parse_market_filter(m) for m in markets]
         pg = await self._postgres_sides(event_id)
         comparison = build_comparison(event_id, self.bookmakers, {b: s for b, (s, _) in pg.items()}, "postgres")
-        first_seen = {(b, key): at for b, (_, captured) in pg.items() for key, at in captured.items()}
+        # (captured_at is NULL only while a market's first record is still pending)
+        first_seen = {(b, key): at for b, (_, captured) in pg.items() for key, at in captured.items()
+                      if at is not None}
         transitions = await self.history(event_id)
         return build_timeline(comparison, transitions, first_seen, markets=filters, gaps_only=gaps_only)

@@ -14,7 +14,9 @@ entry fields (``XRANGE '{av:2}:changes' - +``)::
     markets       msgpack flat list [field, payload, flags, ...] of every market
                   whose stored state changed; flags: "n" new, "c" odds changed,
                   "a" became available again, "u" became unavailable (payload
-                  is then the last known odds); "na"/"ca" combine.
+                  is then the last known odds); "na"/"ca" combine; "p": listed
+                  unchanged by a partial scrape (a confirmation of that market
+                  alone: a partial scrape says nothing about the others).
     rejected      (only when the scrape quarantined markets) msgpack list of
                   [market field or nil, field, value, reason, message], one per
                   rejected market (see model.RejectedMarket); a record without
@@ -22,6 +24,16 @@ entry fields (``XRANGE '{av:2}:changes' - +``)::
     kickoff       the event's kickoff in microseconds, or "" when not known (the
                   latest one the snapshot was given); records written before it
                   existed have no such field and decode with ``kickoff=None``
+    prev_complete microseconds of the last complete scrape of this (event,
+                  bookmaker) before this one, or "" (none, or a record written
+                  before the field existed): a market stamped "u" here was
+                  last seen no earlier than that scrape.
+
+Confirmations are facts about a scrape, not about each market: a complete
+scrape (``completeness`` "complete") saw every market it leaves available,
+so the flusher records it once per (event, bookmaker) and derives each
+market's last confirmation from it (the ``*_confirmed`` views, migration
+0006). Only "p" markets are confirmed one by one.
 
 A record carries everything the flusher needs, so it can be written to
 PostgreSQL in any order, more than once: each row it touches is written with
@@ -30,14 +42,15 @@ PostgreSQL in any order, more than once: each row it touches is written with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Mapping
 
 import msgpack
 
 from availability.errors import AvailabilityError
-from availability.model import CachedMarket, MarketKey, RejectedMarket, decode_market, field_to_key, from_micros
+from availability.model import CachedMarket, MarketKey, RejectedMarket, field_to_key, from_micros, market_from_fields
 
 __all__ = ["ChangeRecord", "MarketChange", "RecordError", "decode_record"]
 
@@ -49,11 +62,20 @@ class RecordError(AvailabilityError):
 @dataclass(frozen=True)
 class MarketChange:
     key: MarketKey
-    market: CachedMarket  # the market's offer; unavailable_at set when it became unavailable
+    # the payload's eight positional items (model.encode_market), as msgpack decoded them:
+    # the flusher reads them as they are, without building a CachedMarket per market
+    fields: list = field(repr=False)
     odds_changed: bool  # new or changed odds: captured_at moves to this scrape
     is_new: bool
     became_available: bool
     became_unavailable: bool
+    confirmed_only: bool = False  # "p": listed unchanged by a partial scrape
+    unavailable_at: datetime | None = None  # the scrape's time when it became unavailable
+
+    @property
+    def market(self) -> CachedMarket:
+        """The market's offer (``unavailable_at`` set when it became unavailable)."""
+        return market_from_fields(self.fields, self.unavailable_at)
 
 
 @dataclass(frozen=True)
@@ -64,10 +86,20 @@ class ChangeRecord:
     bookmaker: str
     scraped_at: datetime
     completeness: str
-    present: tuple[MarketKey, ...]
+    present_blob: bytes = field(repr=False)  # msgpack list of the fields seen; decoded on demand
     changes: tuple[MarketChange, ...]
     rejected: tuple[RejectedMarket, ...] = ()
     kickoff: datetime | None = None  # the event's start, when the scraper gave one
+    prev_complete: datetime | None = None  # the last complete scrape before this one (see module doc)
+    lists_markets: bool = False  # the scrape listed at least one market (read from present's header)
+
+    @property
+    def present(self) -> tuple[MarketKey, ...]:
+        """The markets this scrape listed (decoded when asked: the flusher does not need them)."""
+        try:
+            return tuple(_field_key(x) for x in msgpack.unpackb(self.present_blob, raw=True) or ())
+        except Exception as exc:
+            raise RecordError(f"record {self.stream_id}: present: cannot decode: {type(exc).__name__}: {exc}") from exc
 
     @property
     def transitions(self) -> list[tuple[MarketKey, str]]:
@@ -122,6 +154,28 @@ def _rejections(sid: str, blob: Any) -> tuple[RejectedMarket, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=65536)
+def _field_key(field_name: bytes | str) -> MarketKey:
+    """A market field as a key, memoised: the same few thousand fields ("18@2.5")
+    recur in every record of every event, and parsing a line is not free."""
+    return field_to_key(field_name)
+
+
+_FLAGS: dict[bytes, tuple[bool, bool, bool, bool, bool]] = {}  # flags -> (odds_changed, new, a, u, p)
+
+
+def _flags(raw: bytes | str) -> tuple[bool, bool, bool, bool, bool]:
+    found = _FLAGS.get(raw)  # type: ignore[arg-type]
+    if found is None:
+        text = _text(raw)
+        if not text or set(text) - set("ncaup"):
+            raise RecordError(f"flags: expected letters of 'ncaup', got {text!r}")
+        found = ("n" in text or "c" in text, "n" in text, "a" in text, "u" in text, text == "p")
+        if len(_FLAGS) < 64:
+            _FLAGS[raw] = found  # type: ignore[index]
+    return found
+
+
 def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> ChangeRecord:
     """Decode one stream entry; raises :class:`RecordError` when it cannot be."""
     sid = _text(stream_id)
@@ -130,26 +184,39 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
         if _text(f["v"]) != "2":
             raise RecordError(f"record {sid}: v: unsupported record format {_text(f['v'])!r}")
         scraped_at = from_micros(int(f["scraped_at"]))
-        present = tuple(field_to_key(x) for x in msgpack.unpackb(f["present"], raw=False) or ())
+        present = f["present"]
+        if not isinstance(present, bytes):
+            raise RecordError(f"record {sid}: present: expected msgpack bytes")
+        header = msgpack.Unpacker()
+        header.feed(present)
+        lists_markets = header.read_array_header() > 0  # the list itself is decoded only when asked
+        prev = f.get("prev_complete")
+        prev_complete = from_micros(int(prev)) if prev else None
         flat = msgpack.unpackb(f["markets"], raw=True) or []
         if len(flat) % 3:
             raise RecordError(f"record {sid}: markets: expected triples, got {len(flat)} items")
         changes = []
         for i in range(0, len(flat), 3):
-            key = field_to_key(flat[i])
-            flags = _text(flat[i + 2])
-            unavailable = "u" in flags
-            market = decode_market(flat[i + 1], scraped_at if unavailable else None)
-            if market.key != key:
-                raise RecordError(f"record {sid}: market {key}: payload is for {market.key}")
+            key = _field_key(flat[i])
+            odds_changed, new, available, unavailable, confirmed_only = _flags(flat[i + 2])
+            data = msgpack.unpackb(flat[i + 1], raw=False)
+            if type(data) is not list or len(data) != 8 or type(data[6]) is not list:
+                raise RecordError(f"record {sid}: market {key}: payload: expected a msgpack array of 8 items "
+                                  f"(schema 2)")
+            # the key the field names, compared without normalising the payload's again (the
+            # script stored it under that field: a line is a float or nil, -0.0 == 0.0)
+            if data[0] != key.betpawa_market_id or data[2] != key.line:
+                raise RecordError(f"record {sid}: market {key}: payload is for {data[0]!r}@{data[2]!r}")
             changes.append(
                 MarketChange(
                     key=key,
-                    market=market,
-                    odds_changed="n" in flags or "c" in flags,
-                    is_new="n" in flags,
-                    became_available="a" in flags,
+                    fields=data,
+                    unavailable_at=scraped_at if unavailable else None,
+                    odds_changed=odds_changed,
+                    is_new=new,
+                    became_available=available,
                     became_unavailable=unavailable,
+                    confirmed_only=confirmed_only,
                 )
             )
         kickoff_raw = _text(f.get("kickoff") or "")  # absent in records of older versions
@@ -164,10 +231,12 @@ def decode_record(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | s
             bookmaker=_text(f["bookmaker"]),
             scraped_at=scraped_at,
             completeness=_text(f["completeness"]),
-            present=present,
+            present_blob=present,
             changes=tuple(changes),
             rejected=_rejections(sid, f.get("rejected")),
             kickoff=kickoff,
+            prev_complete=prev_complete,
+            lists_markets=lists_markets,
         )
     except RecordError:
         raise

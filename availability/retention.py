@@ -48,6 +48,7 @@ import psycopg
 
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.errors import ConfigurationError
+from availability.rows import without_events  # noqa: F401 - part of this module's interface
 from availability.logs import get_logger
 from availability.model import from_micros, to_micros
 
@@ -141,16 +142,6 @@ async def pruned_among(conn: psycopg.AsyncConnection, events: Iterable[int]) -> 
     await conn.execute(_LOCK_SHARED_SQL, (EVENT_LOCK_CLASS, _lock_ids(events)))
     cur = await conn.execute(_TOMBSTONES_AMONG_SQL, (events,))
     return {int(r[0]) for r in await cur.fetchall()}
-
-
-def without_events(rows: Any, events: set[int]) -> Any:
-    """A flusher's ``BatchRows`` with every row of ``events`` left out."""
-    out = type(rows)()
-    out.markets = {k: v for k, v in rows.markets.items() if k[1] not in events}
-    out.present = {k: v for k, v in rows.present.items() if k[1] not in events}
-    out.history = {h for h in rows.history if h[0] not in events}
-    out.snapshots = {k: v for k, v in rows.snapshots.items() if k[0] not in events}
-    return out
 
 
 # ---------------------------------------------------------------- prune

@@ -11,8 +11,10 @@ row appears once per transaction. :mod:`availability.storage` turns a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Iterable
 
 from availability.db import rejections
@@ -36,13 +38,8 @@ class _MarketRow:
     values: tuple  # name, handicap_type, handicap_home, handicap_away, outcomes json, groups json
     scraped_at: datetime  # the version: the newest record's scrape
     unavailable_at: datetime | None
-    captured: datetime | None  # newest scrape that changed the odds
-    confirmed: datetime | None  # newest scrape that saw the market
-    first: datetime  # oldest scrape: stands in for captured/confirmed on a brand-new row
-
-    @property
-    def category(self) -> tuple[bool, bool]:
-        return self.captured is not None, self.confirmed is not None
+    captured: datetime | None  # newest scrape of the batch that changed the odds, if any
+    seen: datetime | None  # newest scrape of the batch known to have listed the market, if any
 
 
 @dataclass
@@ -52,6 +49,7 @@ class _SnapshotRow:
     last_scraped_at: datetime
     captured_at: datetime | None
     last_confirmed_at: datetime | None
+    last_complete_at: datetime | None  # newest complete scrape: it confirmed every market it left available
     removed_at: datetime | None
     kickoff: datetime | None = None  # of the newest record that carries one
 
@@ -61,7 +59,6 @@ class BatchRows:
     """Everything one transaction writes, merged so each row appears once."""
 
     markets: dict[MarketRowKey, _MarketRow] = field(default_factory=dict)
-    present: dict[MarketRowKey, datetime] = field(default_factory=dict)  # rows a scrape only confirmed
     history: set[tuple] = field(default_factory=set)
     snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
     rejections: set[rejections.RejectionRow] = field(default_factory=set)  # market_rejections rows
@@ -71,24 +68,46 @@ class BatchRows:
         return sorted(self.snapshots)
 
 
+# key, values, captured (this scrape, or None: the odds did not change), seen (or None), unavailable
+_RecordMarket = tuple[MarketRowKey, tuple, "datetime | None", "datetime | None", bool]
+
+
 @dataclass(frozen=True)
 class _RecordRows:
     """One record's contribution, converted up front so a bad record fails alone."""
 
     record: ChangeRecord
-    markets: tuple[tuple[MarketRowKey, tuple, bool, bool, bool], ...]  # key, values, odds_changed, present, unavailable
-    present: tuple[MarketRowKey, ...]
+    markets: tuple[_RecordMarket, ...]
     rejections: tuple[rejections.RejectionRow, ...] = ()
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # NaN: a bad record, not bad SQL
 
 
+_name_json = lru_cache(maxsize=65536)(_dumps)  # outcome names ("Over", "1", "X") recur everywhere
+_isfinite = math.isfinite
+
+
 def _outcomes_json(outcomes: Any) -> str:
+    """The payload's ``[[name, odds, is_active], ...]`` as the JSON the table holds
+    (``[{"name": .., "odds": .., "is_active": ..}]``, as ``json.dumps`` writes it), built
+    from memoised names: a float's repr is its JSON; NaN or infinities are refused
+    (a bad record, not bad SQL)."""
+    parts = []
     for o in outcomes:
-        if type(o["name"]) is not str or type(o["odds"]) is not float or type(o["is_active"]) is not bool:
-            raise RecordError(f"outcome {o!r}: expected name str, odds float, is_active bool")
-    return _dumps(outcomes)
+        name, odds, active = o
+        if type(name) is not str or type(odds) is not float or type(active) is not bool or not _isfinite(odds):
+            raise RecordError(f"outcome {o!r}: expected name str, finite odds float, is_active bool")
+        parts.append(f'{{"name":{_name_json(name)},"odds":{odds!r},"is_active":{"true" if active else "false"}}}')
+    return "[" + ",".join(parts) + "]"
+
+
+@lru_cache(maxsize=4096)
+def _groups_json(groups: tuple[str, ...]) -> str:
+    """Market groups as JSON, memoised: a few dozen lists recur in every record."""
+    if not all(type(g) is str for g in groups):
+        raise RecordError(f"market_groups: expected strings, got {list(groups)!r}")
+    return _dumps(list(groups))
 
 
 def _optional_float(value: Any) -> float | None:
@@ -96,80 +115,99 @@ def _optional_float(value: Any) -> float | None:
 
 
 def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _RecordRows:
-    """Convert one record into row values; raises on data that can never be written."""
+    """Convert one record into row values; raises on data that can never be written.
+
+    A market the scrape listed was seen at its ``scraped_at``; one it stamped
+    unavailable was last seen no earlier than the last complete scrape before
+    it (``prev_complete``: that scrape listed every market it left available).
+    The markets a scrape listed unchanged are not here at all: a complete
+    scrape confirms them once, for its snapshot (``last_complete_at``)."""
     source = None if record.bookmaker == home_bookmaker else record.bookmaker
     event_id = record.event_id
-    markets = []
+    at = record.scraped_at
+    markets: list[_RecordMarket] = []
     for change in record.changes:
-        m = change.market
-        groups = m.market_groups
-        if groups is not None and not all(type(g) is str for g in groups):
-            raise RecordError(f"market {change.key}: market_groups: expected strings, got {groups!r}")
+        _, name, _, handicap_type, handicap_home, handicap_away, outcomes, groups = change.fields
+        if type(name) is not str or (handicap_type is not None and type(handicap_type) is not str):
+            raise RecordError(f"market {change.key}: name and handicap_type: expected text, got "
+                              f"{name!r}, {handicap_type!r}")
+        try:
+            groups_json = None if groups is None else _groups_json(tuple(groups))
+        except (RecordError, TypeError) as exc:  # TypeError: an unhashable entry
+            raise RecordError(f"market {change.key}: market_groups: expected strings, got {groups!r}") from exc
         values = (
-            m.betpawa_market_name,
-            m.handicap_type,
-            _optional_float(m.handicap_home),
-            _optional_float(m.handicap_away),
-            _outcomes_json(m.outcomes),
-            None if groups is None else _dumps(groups),
+            name,
+            handicap_type,
+            _optional_float(handicap_home),
+            _optional_float(handicap_away),
+            _outcomes_json(outcomes),
+            groups_json,
         )
         key = (source, event_id, change.key.betpawa_market_id, change.key.line)
         unavailable = change.became_unavailable
-        markets.append((key, values, change.odds_changed, not unavailable, unavailable))
-    present = tuple((source, event_id, k.betpawa_market_id, k.line) for k in record.present)
-    return _RecordRows(record, tuple(markets), present, rejections.rejection_rows(record))
+        seen = record.prev_complete if unavailable else at
+        markets.append((key, values, at if change.odds_changed else None, seen, unavailable))
+    return _RecordRows(record, tuple(markets), rejections.rejection_rows(record))
+
+
+def _newest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
 
 
 def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
     """Merge the rows of a batch: a row touched by several records appears once.
 
     The newest record gives a market row its state; ``captured_at`` is the
-    newest scrape that changed the odds and ``last_confirmed_at`` the newest
-    that saw the market, whichever record they come from.
+    newest scrape that changed the odds and ``seen_at`` the newest known to
+    have listed the market, whichever record they come from (and PostgreSQL
+    keeps the newer of those and what the row holds: any commit order gives
+    the same row).
     """
     rows = BatchRows()
     per_snapshot: dict[tuple[int, str], list[ChangeRecord]] = {}
     for rr in sorted(converted, key=lambda r: r.record.scraped_at):
         record, at = rr.record, rr.record.scraped_at
         per_snapshot.setdefault((record.event_id, record.bookmaker), []).append(record)
-        for key, values, odds_changed, present, unavailable in rr.markets:
+        for key, values, captured, seen, unavailable in rr.markets:
             row = rows.markets.get(key)
             if row is None:
                 row = rows.markets[key] = _MarketRow(
-                    key[0], key[1], key[2], key[3], values, at, at if unavailable else None, None, None, at
+                    key[0], key[1], key[2], key[3], values, at, at if unavailable else None, captured, seen
                 )
-            elif at >= row.scraped_at:  # records are sorted: this one is newer
-                row.values, row.scraped_at = values, at
-                row.unavailable_at = at if unavailable else None
-            if odds_changed:
-                row.captured = at
-            if present:
-                row.confirmed = at
-        for key in rr.present:
-            if key not in rows.present or rows.present[key] < at:
-                rows.present[key] = at
+            else:
+                if at >= row.scraped_at:  # records are sorted: this one is newer
+                    row.values, row.scraped_at = values, at
+                    row.unavailable_at = at if unavailable else None
+                row.captured = _newest(row.captured, captured)
+                row.seen = _newest(row.seen, seen)
         rows.rejections.update(rr.rejections)
         for market_key, transition in record.transitions:
             rows.history.add(
                 (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)
             )
-    # a confirmation of a row this batch upserts anyway rides along with the upsert
-    for key in [k for k in rows.present if k in rows.markets]:
-        at = rows.present.pop(key)
-        row = rows.markets[key]
-        if row.confirmed is None or row.confirmed < at:
-            row.confirmed = at
     for (event_id, bookmaker), records in per_snapshot.items():
-        snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None)
+        snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None, None)
         for record in records:  # oldest first, replaying apply_scrape.lua's meta rules
             advance_meta(
                 snap,
                 record.scraped_at,
                 odds_changed=any(c.odds_changed for c in record.changes),
-                listed_markets=bool(record.present),
+                listed_markets=record.lists_markets,
                 removed=record.kind == "removed",
+                complete=record.completeness == "complete",
             )
             if record.kickoff is not None:
                 snap.kickoff = record.kickoff
         rows.snapshots[(event_id, bookmaker)] = snap
     return rows
+
+
+def without_events(rows: BatchRows, events: set[int]) -> BatchRows:
+    """``rows`` with every row of ``events`` left out (events ``availability prune``
+    removed: a late record must not bring half an event back)."""
+    out = BatchRows()
+    out.markets = {k: v for k, v in rows.markets.items() if k[1] not in events}
+    out.history = {h for h in rows.history if h[0] not in events}
+    out.snapshots = {k: v for k, v in rows.snapshots.items() if k[0] not in events}
+    out.rejections = {r for r in rows.rejections if r[0] not in events}
+    return out

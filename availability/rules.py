@@ -41,6 +41,7 @@ class SnapshotTimes(Protocol):
     captured_at: datetime | None
     last_confirmed_at: datetime | None
     removed_at: datetime | None
+    last_complete_at: datetime | None
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SnapshotState:
     captured_at: datetime | None = None
     last_confirmed_at: datetime | None = None
     removed_at: datetime | None = None
+    last_complete_at: datetime | None = None  # newest complete scrape: it listed every market it left available
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,16 @@ class Applied:
 
 
 def advance_meta(
-    times: SnapshotTimes, at: datetime, *, odds_changed: bool, listed_markets: bool, removed: bool
+    times: SnapshotTimes, at: datetime, *, odds_changed: bool, listed_markets: bool, removed: bool,
+    complete: bool = False,
 ) -> None:
     """Move a snapshot's times for a scrape at ``at``, as the script does.
 
     ``odds_changed``: a market was new or its odds changed (``captured_at``);
     ``listed_markets``: the scrape listed markets (``last_confirmed_at``, and the
     event is listed again: ``removed_at`` cleared); ``removed``: the event was
-    seen gone from the listing (``removed_at``, only the first time)."""
+    seen gone from the listing (``removed_at``, only the first time); ``complete``:
+    a complete scrape (``last_complete_at``: it listed every market it left available)."""
     times.last_scraped_at = at
     if odds_changed:
         times.captured_at = at
@@ -82,6 +86,8 @@ def advance_meta(
         times.removed_at = None
     if removed and times.removed_at is None:
         times.removed_at = at
+    if complete and listed_markets:
+        times.last_complete_at = at
 
 
 def _sorted(keys: list[MarketKey]) -> tuple[MarketKey, ...]:
@@ -140,7 +146,7 @@ def apply_to_snapshot(
             state.markets[market.key] = dataclasses.replace(market, unavailable_at=at)
             became_unavailable.append(market.key)
     advance_meta(state, at, odds_changed=bool(new or changed), listed_markets=bool(merged or held),
-                 removed=removed)
+                 removed=removed, complete=complete and not removed)
     return Applied(_sorted(became_unavailable), _sorted(became_available), new, changed, unchanged)
 
 
@@ -168,5 +174,6 @@ def meta_hash(
         "last_confirmed_at": format_ts(times.last_confirmed_at) if times.last_confirmed_at is not None else None,
         "removed_at": format_ts(times.removed_at) if times.removed_at is not None else None,
         "kickoff_us": str(to_micros(kickoff)) if kickoff is not None else None,
+        "last_complete_us": str(to_micros(times.last_complete_at)) if times.last_complete_at is not None else None,
     }
     return {name: values[name] for name in META_SNAPSHOT_FIELDS if values[name] is not None}

@@ -7,9 +7,11 @@ columns are declared once, in :data:`MARKET_COLUMNS`; a test checks them
 against :mod:`availability.db.models`.
 
 Per batch, the writes are set-based: one ``INSERT ... SELECT FROM unnest(...)
-ON CONFLICT DO UPDATE`` per table and kind of row, one ``UPDATE ... FROM
-unnest(...)`` for markets a scrape only confirmed, all sent in one pipeline,
-after a check of the warm-up fence (:func:`write_batch`).
+ON CONFLICT DO UPDATE`` per table, all sent in one pipeline, after a check of
+the warm-up fence (:func:`write_batch`). Only markets whose state changed are
+written: a complete scrape's confirmation of the rest is one snapshot column,
+``last_complete_at``, and a market's last confirmation is derived from it
+(:data:`~availability.db.models.LAST_CONFIRMED_SQL`, revision 0006).
 
 The warm-up fence: ``availability warm`` bumps its prefix's generation
 (:data:`FENCE_BUMP_SQL`, a row lock) before it reads PostgreSQL. A flusher reads
@@ -34,9 +36,10 @@ from psycopg_pool import AsyncConnectionPool
 from availability import metrics, retention
 from availability.db import rejections
 from availability.db.convert import HOME_BOOKMAKER
+from availability.db.models import LAST_CONFIRMED_SQL
 from availability.db.engine import libpq_url
 from availability.logs import get_logger, redact_url
-from availability.rows import BatchRows, MarketRowKey
+from availability.rows import BatchRows, MarketRowKey, without_events
 from availability.rules import SnapshotState, meta_hash
 
 _log = get_logger("availability.flusher")
@@ -126,14 +129,14 @@ MARKET_COLUMNS: tuple[tuple[str, str], ...] = (
     ("outcomes", "text"),
     ("market_groups", "text"),
     ("captured_at", "timestamptz"),
-    ("last_confirmed_at", "timestamptz"),
+    ("seen_at", "timestamptz"),
     ("scraped_at", "timestamptz"),
     ("unavailable_at", "timestamptz"),
 )
 SOURCE_COLUMN = ("source", "text")
 JSON_COLUMNS = ("outcomes", "market_groups")  # sent as text, stored as jsonb
 # the key, and the times that move on their own rules; every other column follows the newest scrape
-_NOT_STATE = ("event_id", "betpawa_market_id", "line", "captured_at", "last_confirmed_at", "scraped_at")
+_NOT_STATE = ("event_id", "betpawa_market_id", "line", "captured_at", "seen_at", "scraped_at")
 _STATE_COLUMNS = tuple(name for name, _ in MARKET_COLUMNS if name not in _NOT_STATE)
 
 # ---------------------------------------------------------------- the warm-up fence (revision 0003)
@@ -173,9 +176,10 @@ async def bump_generation(conn: psycopg.AsyncConnection, prefix: str) -> int:
 
 # ---------------------------------------------------------------- a flusher batch
 
-def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -> str:
-    """Upsert of market rows; which of captured_at/last_confirmed_at the rows may move
-    is fixed per statement, because ``excluded`` carries a value for both."""
+def _upsert_sql(competitor: bool) -> str:
+    """Upsert of market rows. The state follows the newest scrape; ``captured_at`` and
+    ``seen_at`` keep the newer of the row's and the batch's (a NULL, "not known from
+    this batch", never moves them), so the commit order of records never matters."""
     table = "competitor_market_odds" if competitor else "market_odds"
     constraint = "uq_competitor_market_odds_key" if competitor else "uq_market_odds_key"
     typed = ([("source", "text")] if competitor else []) + list(MARKET_COLUMNS)
@@ -186,12 +190,9 @@ def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -
     sets = [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE t.{c} END" for c in _STATE_COLUMNS]
     sets.append("scraped_at = GREATEST(t.scraped_at, excluded.scraped_at)")
     changed = [newer]
-    if moves_captured:
-        sets.append("captured_at = GREATEST(t.captured_at, excluded.captured_at)")
-        changed.append("excluded.captured_at > t.captured_at")
-    if moves_confirmed:
-        sets.append("last_confirmed_at = GREATEST(t.last_confirmed_at, excluded.last_confirmed_at)")
-        changed.append("excluded.last_confirmed_at > t.last_confirmed_at")
+    for c in ("captured_at", "seen_at"):
+        sets.append(f"{c} = GREATEST(t.{c}, excluded.{c})")
+        changed.append(f"GREATEST(t.{c}, excluded.{c}) IS DISTINCT FROM t.{c}")
     return (
         f"INSERT INTO {table} AS t ({columns})\n"
         f"SELECT {select} FROM unnest({arrays}) AS s({columns})\n"
@@ -199,18 +200,6 @@ def _upsert_sql(competitor: bool, moves_captured: bool, moves_confirmed: bool) -
         + ",\n    ".join(sets)
         + "\nWHERE "
         + " OR ".join(changed)
-    )
-
-
-def _confirm_sql(competitor: bool) -> str:
-    table = "competitor_market_odds" if competitor else "market_odds"
-    source = ("%b::text[], ", "source, ", "t.source = s.source AND ") if competitor else ("", "", "")
-    return (
-        f"UPDATE {table} AS t SET last_confirmed_at = s.at\n"
-        f"FROM unnest({source[0]}%b::bigint[], %b::text[], %b::float8[], %b::timestamptz[])"
-        f" AS s({source[1]}event_id, betpawa_market_id, line, at)\n"
-        f"WHERE {source[2]}t.event_id = s.event_id AND t.betpawa_market_id = s.betpawa_market_id"
-        f" AND t.line IS NOT DISTINCT FROM s.line AND t.last_confirmed_at < s.at"
     )
 
 
@@ -222,23 +211,31 @@ ON CONFLICT DO NOTHING
 
 # removed_at: the first removal after the newest scrape that saw markets (apply_scrape.lua
 # keeps the first one with HSETNX and clears it when a scrape lists markets again).
-_SNAPSHOT_SQL = """
-INSERT INTO availability_snapshots AS t (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at,
-                                         kickoff)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[],
-                     %b::timestamptz[])
-ON CONFLICT (event_id, bookmaker) DO UPDATE SET
-    last_scraped_at = GREATEST(t.last_scraped_at, excluded.last_scraped_at),
-    captured_at = GREATEST(t.captured_at, excluded.captured_at),
-    last_confirmed_at = GREATEST(t.last_confirmed_at, excluded.last_confirmed_at),
-    removed_at = (
-        SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)
-        WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity')
+_SNAPSHOT_NEW = {
+    "last_scraped_at": "GREATEST(t.last_scraped_at, excluded.last_scraped_at)",
+    "captured_at": "GREATEST(t.captured_at, excluded.captured_at)",
+    "last_confirmed_at": "GREATEST(t.last_confirmed_at, excluded.last_confirmed_at)",
+    "last_complete_at": "GREATEST(t.last_complete_at, excluded.last_complete_at)",
+    "removed_at": (
+        "(SELECT min(r) FROM (VALUES (t.removed_at), (excluded.removed_at)) AS v(r)"
+        " WHERE r > COALESCE(GREATEST(t.last_confirmed_at, excluded.last_confirmed_at), '-infinity'))"
     ),
-    -- the kickoff of the newest scrape that gave one (revision 0005)
-    kickoff = CASE WHEN excluded.kickoff IS NOT NULL AND excluded.last_scraped_at >= t.last_scraped_at
-                   THEN excluded.kickoff ELSE COALESCE(t.kickoff, excluded.kickoff) END,
-    updated_at = now()
+    # the kickoff of the newest scrape that gave one (revision 0005)
+    "kickoff": (
+        "CASE WHEN excluded.kickoff IS NOT NULL AND excluded.last_scraped_at >= t.last_scraped_at"
+        " THEN excluded.kickoff ELSE COALESCE(t.kickoff, excluded.kickoff) END"
+    ),
+}
+# A replay changes nothing, so it writes nothing; RETURNING tells which confirmations moved.
+_SNAPSHOT_SQL = f"""
+INSERT INTO availability_snapshots AS t
+    (event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, last_complete_at, removed_at, kickoff)
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::timestamptz[],
+                     %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])
+ON CONFLICT (event_id, bookmaker) DO UPDATE SET
+    {", ".join(f"{c} = {e}" for c, e in _SNAPSHOT_NEW.items())}, updated_at = now()
+WHERE ROW({", ".join(f"t.{c}" for c in _SNAPSHOT_NEW)}) IS DISTINCT FROM ROW({", ".join(_SNAPSHOT_NEW.values())})
+RETURNING event_id, bookmaker, last_complete_at
 """
 
 
@@ -246,12 +243,32 @@ ON CONFLICT (event_id, bookmaker) DO UPDATE SET
 # no deadlocks between their row locks.
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%b::int[]) AS k"
 
-_UPSERTS = {
-    (competitor, captured, confirmed): _upsert_sql(competitor, captured, confirmed)
-    for competitor in (False, True)
-    for captured, confirmed in ((True, True), (False, True), (False, False))
-}
-_CONFIRMS = {competitor: _confirm_sql(competitor) for competitor in (False, True)}
+_UPSERTS = {competitor: _upsert_sql(competitor) for competitor in (False, True)}
+
+# The insert-heavy case (a first cycle: every market new): binary COPY of the batch's market
+# rows into a temporary table, then the same upserts from it. psycopg dumps COPY rows in C,
+# while the arrays of unnest(...) are built value by value in Python.
+STAGE_MIN_ROWS = 2_000  # market rows in a batch from which COPY pays for its extra round trips
+_STAGE = "availability_market_stage"
+_STAGE_COLUMNS = (("ord", "bigint"), SOURCE_COLUMN, *MARKET_COLUMNS)
+_STAGE_CREATE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+_STAGE_COPY = f"COPY {_STAGE} ({', '.join(name for name, _ in _STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
+def _staged_upsert_sql(competitor: bool) -> str:
+    """:func:`_upsert_sql` reading the staged rows (in key order: the lock order) instead of arrays."""
+    unnest = _upsert_sql(competitor)
+    head, _, rest = unnest.partition(" FROM unnest(")
+    _, _, conflict = rest.partition("\n")
+    source = "s.source IS NOT NULL" if competitor else "s.source IS NULL"
+    return f"{head} FROM {_STAGE} AS s WHERE {source} ORDER BY s.ord\n{conflict}"
+
+
+_STAGED_UPSERTS = {competitor: _staged_upsert_sql(competitor) for competitor in (False, True)}
 
 
 def _lock_id(event_id: int, bookmaker: str) -> int:
@@ -263,41 +280,46 @@ def _columns(rows: Sequence[tuple]) -> list[list]:
     return [list(col) for col in zip(*rows)] if rows else []
 
 
-def statements(rows: BatchRows) -> list[tuple[str, str, list]]:
-    """``(label, sql, params)`` of one batch, rows sorted by key (a stable lock order)."""
+def _sort_key(key: MarketRowKey) -> tuple:
+    source, event, market, line = key
+    return (source or "", event, market, line is not None, line or 0.0)
+
+
+def _market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
+    """The market rows' column values (``source`` first for competitors), sorted by key."""
+    groups: dict[bool, list[tuple]] = {False: [], True: []}
+    for key in sorted(rows.markets, key=_sort_key):
+        r = rows.markets[key]
+        values = (r.event_id, r.betpawa_market_id, r.line, *r.values, r.captured, r.seen, r.scraped_at, r.unavailable_at)
+        if r.source is not None:
+            values = (r.source, *values)
+        groups[r.source is not None].append(values)
+    return groups
+
+
+def statements(rows: BatchRows, *, staged: bool = False) -> list[tuple[str, str, list]]:
+    """``(label, sql, params)`` of one batch, rows sorted by key (a stable lock order);
+    ``staged``: the market rows are in the staging table (:func:`stage_markets`)."""
     out: list[tuple[str, str, list]] = []
     locks = sorted({_lock_id(e, b) for e, b in rows.snapshots})
     out.append(("locks", _LOCK_SQL, [_LOCK_CLASS, locks]))
 
-    def sort_key(key: MarketRowKey) -> tuple:
-        source, event, market, line = key
-        return (source or "", event, market, line is not None, line or 0.0)
-
-    groups: dict[tuple[bool, bool, bool], list[tuple]] = {}
-    for key in sorted(rows.markets, key=sort_key):
-        r = rows.markets[key]
-        captured = r.captured or r.first
-        confirmed = r.confirmed or r.first
-        values = (r.event_id, r.betpawa_market_id, r.line, *r.values, captured, confirmed, r.scraped_at, r.unavailable_at)
-        if r.source is not None:
-            values = (r.source, *values)
-        groups.setdefault((r.source is not None, *r.category), []).append(values)
-    for (competitor, captured, confirmed), values in sorted(groups.items()):
-        label = "competitor_market_odds" if competitor else "market_odds"
-        out.append((label, _UPSERTS[(competitor, captured, confirmed)], _columns(values)))
-    for competitor in (False, True):
-        confirms = [
-            ((k[0],) if competitor else ()) + (k[1], k[2], k[3], at)
-            for k, at in sorted(rows.present.items(), key=lambda kv: sort_key(kv[0]))
-            if (k[0] is not None) == competitor
-        ]
-        if confirms:
-            out.append(("confirmed", _CONFIRMS[competitor], _columns(confirms)))
+    if staged:
+        for competitor in (False, True):
+            if any((key[0] is not None) == competitor for key in rows.markets):
+                label = "competitor_market_odds" if competitor else "market_odds"
+                out.append((label, _STAGED_UPSERTS[competitor], []))
+    else:
+        for competitor, values in _market_values(rows).items():
+            if values:
+                label = "competitor_market_odds" if competitor else "market_odds"
+                out.append((label, _UPSERTS[competitor], _columns(values)))
     if rows.history:
         history = sorted(rows.history, key=lambda h: (h[0], h[1], h[2], h[3] is not None, h[3] or 0.0, h[5], h[4]))
         out.append(("history", _HISTORY_SQL, _columns(history)))
     snaps = [
-        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.removed_at, s.kickoff)
+        (s.event_id, s.bookmaker, s.last_scraped_at, s.captured_at, s.last_confirmed_at, s.last_complete_at,
+         s.removed_at, s.kickoff)
         for s in (rows.snapshots[k] for k in rows.snapshot_keys)
     ]
     if snaps:
@@ -313,7 +335,7 @@ class Written:
     """What one batch's statements changed (replays change nothing)."""
 
     rows: int = 0
-    confirmed: int = 0
+    confirmed: int = 0  # snapshots whose complete-scrape confirmation (last_complete_at) moved
     transitions: int = 0
     snapshots: int = 0
     rejections: int = 0  # market_rejections rows inserted or advanced
@@ -328,15 +350,29 @@ class Written:
         self.rejections += other.rejections
 
 
+async def stage_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> None:
+    """COPY the batch's market rows into the session's staging table (emptied at commit)."""
+    await conn.execute(_STAGE_CREATE)
+    async with conn.cursor() as cur:
+        async with cur.copy(_STAGE_COPY) as copy:
+            copy.set_types([kind for _, kind in _STAGE_COLUMNS])
+            ordinal = 0
+            for competitor, values in _market_values(rows).items():
+                for v in values:
+                    ordinal += 1
+                    await copy.write_row((ordinal, *v) if competitor else (ordinal, None, *v))
+
+
 async def write_batch(
     conn: psycopg.AsyncConnection, rows: BatchRows, prefix: str, generation: int, *, pipeline: bool = True
 ) -> Written:
     """Write one batch in one transaction, unless a warm-up bumped the fence past
     ``generation`` since the batch was read (then raise :class:`Fenced`)."""
-    planned = statements(rows)
+    staged = len(rows.markets) >= STAGE_MIN_ROWS
+    planned = statements(rows, staged=staged)
     written = Written()
     cursors: list[tuple[str, psycopg.AsyncCursor]] = []
-    pipe = conn.pipeline() if pipeline else contextlib.nullcontext()
+    pipe = conn.pipeline() if pipeline and not staged else contextlib.nullcontext()  # no COPY in a pipeline
     async with pipe:
         async with conn.transaction():
             # The share lock makes warm-up's bump wait for this commit (or this
@@ -351,9 +387,12 @@ async def write_batch(
             # events `availability prune` removed stay removed (see availability.retention)
             pruned = await retention.pruned_among(conn, (e for e, _ in rows.snapshots))
             if pruned:
-                planned = statements(retention.without_events(rows, pruned))
+                rows = without_events(rows, pruned)
+                planned = statements(rows, staged=staged)
                 written.pruned_events += len(pruned)
                 _log.info("flusher.pruned_events_skipped", events=sorted(pruned))
+            if staged:
+                await stage_markets(conn, rows)
             for label, sql, params in planned:
                 cur = conn.cursor()
                 await cur.execute(sql, params)
@@ -363,13 +402,13 @@ async def write_batch(
         if label in ("market_odds", "competitor_market_odds"):
             written.rows += count
             metrics.ROWS.labels(label).inc(count)
-        elif label == "confirmed":
-            written.confirmed += count
         elif label == "history":
             written.transitions += count
         elif label == "availability_snapshots":
             written.snapshots += count
             metrics.ROWS.labels(label).inc(count)
+            for event_id, bookmaker, complete in await cur.fetchall():  # a confirmation that moved
+                written.confirmed += complete is not None and complete == rows.snapshots[(event_id, bookmaker)].last_complete_at
         elif label == "market_rejections":
             written.rejections += count
     metrics.CONFIRMED.inc(written.confirmed)
@@ -390,7 +429,8 @@ class PgSnapshot:
     captured_at: datetime | None
     last_confirmed_at: datetime | None
     removed_at: datetime | None
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # market rows; ``last_confirmed_at`` derived (LAST_CONFIRMED_SQL)
+    last_complete_at: datetime | None = None
     kickoff: datetime | None = None
 
     def meta(self) -> dict[str, str]:
@@ -398,9 +438,13 @@ class PgSnapshot:
         snapshot row (written before it existed) are taken from the market rows."""
         times = SnapshotState(
             last_scraped_at=self.last_scraped_at or max(r["scraped_at"] for r in self.rows),
-            captured_at=self.captured_at or max((r["captured_at"] for r in self.rows), default=None),
-            last_confirmed_at=self.last_confirmed_at or max((r["last_confirmed_at"] for r in self.rows), default=None),
+            captured_at=self.captured_at or max((r["captured_at"] for r in self.rows if r["captured_at"]),
+                                                default=None),
+            last_confirmed_at=self.last_confirmed_at or max(
+                (r["last_confirmed_at"] for r in self.rows if r["last_confirmed_at"]), default=None),
             removed_at=self.removed_at,
+            # the next stamp's change record says the market was last seen no earlier
+            last_complete_at=self.last_complete_at,
         )
         unavailable = sum(1 for r in self.rows if r["unavailable_at"] is not None)
         return meta_hash(
@@ -409,16 +453,21 @@ class PgSnapshot:
 
 
 _SNAPSHOTS_SQL = """
-SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, removed_at, kickoff
+SELECT event_id, bookmaker, last_scraped_at, captured_at, last_confirmed_at, last_complete_at, removed_at, kickoff
 FROM availability_snapshots {where}
 """
-_READ_COLUMNS = ", ".join(name for name, _ in MARKET_COLUMNS[1:])  # after event_id
-_MARKETS_SQL = """
+# every market column after event_id but seen_at, then the market's last confirmation, derived
+_READ_COLUMNS = ", ".join(f"m.{name}" for name, _ in MARKET_COLUMNS[1:] if name != "seen_at")
+_MARKETS_SQL = f"""
 SELECT * FROM (
-    SELECT event_id, %(home)s::text AS bookmaker, {columns} FROM market_odds {where}
+    SELECT m.event_id, %(home)s::text AS bookmaker, {_READ_COLUMNS}, {LAST_CONFIRMED_SQL} AS last_confirmed_at
+    FROM market_odds m
+    LEFT JOIN availability_snapshots s ON s.event_id = m.event_id AND s.bookmaker = %(home)s {{where}}
     UNION ALL
-    SELECT event_id, source, {columns} FROM competitor_market_odds {where}
-) AS m ORDER BY event_id, bookmaker
+    SELECT m.event_id, m.source, {_READ_COLUMNS}, {LAST_CONFIRMED_SQL}
+    FROM competitor_market_odds m
+    LEFT JOIN availability_snapshots s ON s.event_id = m.event_id AND s.bookmaker = m.source {{where}}
+) AS x ORDER BY event_id, bookmaker
 """
 
 
@@ -448,17 +497,19 @@ async def load_snapshots(
     where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     async with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         await cur.execute(_SNAPSHOTS_SQL.format(where=where), params)
+        where = where.replace("event_id", "m.event_id", 1)
         heads = {(r["event_id"], r["bookmaker"]): r for r in await cur.fetchall()}
 
     def snapshot(key: tuple[int, str], rows: list[dict[str, Any]]) -> PgSnapshot:
         head = heads.pop(key, None) or {}
         return PgSnapshot(key[0], key[1], head.get("last_scraped_at"), head.get("captured_at"),
-                          head.get("last_confirmed_at"), head.get("removed_at"), rows, head.get("kickoff"))
+                          head.get("last_confirmed_at"), head.get("removed_at"), rows, head.get("last_complete_at"),
+                          head.get("kickoff"))
 
     # a server-side cursor: the market tables are streamed, not loaded whole
     async with conn.transaction():
         async with conn.cursor(name="availability_warm", row_factory=psycopg.rows.dict_row) as cur:
-            await cur.execute(_MARKETS_SQL.format(where=where, columns=_READ_COLUMNS), params)
+            await cur.execute(_MARKETS_SQL.format(where=where), params)
             current: tuple[int, str] | None = None
             rows: list[dict[str, Any]] = []
             async for row in cur:

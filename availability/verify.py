@@ -13,12 +13,23 @@ Kinds of :class:`Mismatch`: ``snapshot_missing_in_postgres``,
 ``snapshot_missing_in_redis``, ``last_scraped_at``, ``missing_in_postgres``
 (a cached market without a row), ``missing_in_redis`` (a row the cache does
 not hold), ``payload`` (odds, name, handicap or groups differ) and
-``unavailable_at``.
+``unavailable_at``, ``captured_at`` and ``last_confirmed_at``.
+
+The two times are compared as far as Redis holds them. Redis keeps them per
+snapshot (its meta hash), so there they must be equal. Per market Redis keeps
+no times, but it bounds them, and PostgreSQL must stay within the bounds: a
+market's ``captured_at`` is set and no newer than its snapshot's (and some
+market of the snapshot has exactly the snapshot's); its last confirmation
+(derived, revision 0006) is exactly the snapshot's when the last scrape that
+listed markets was complete (that scrape listed every market it left
+available), otherwise between the last complete scrape and the snapshot's
+last confirmation, and before ``unavailable_at`` for an unavailable market.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterable
 
 import psycopg
@@ -39,6 +50,8 @@ KINDS = (
     "missing_in_redis",
     "payload",
     "unavailable_at",
+    "captured_at",
+    "last_confirmed_at",
     "undecodable_in_redis",
     "undecodable_in_postgres",
 )
@@ -104,6 +117,7 @@ def _compare(redis_snap: CachedSnapshot | None, pg: PgSnapshot | None, event_id:
         out.append(Mismatch("last_scraped_at", event_id, bookmaker, None, redis_snap.last_scraped_at, pg_last))
     cached = {key_to_field(m.key): m for m in redis_snap.markets}
     stored = {}
+    times: dict[str, dict[str, Any]] = {}
     for row in pg.rows:
         try:
             market = row_to_market(row)
@@ -113,6 +127,8 @@ def _compare(redis_snap: CachedSnapshot | None, pg: PgSnapshot | None, event_id:
                                 postgres=f"{type(exc).__name__}: {exc}"[:300]))
             continue
         stored[key_to_field(market.key)] = market
+        times[key_to_field(market.key)] = row
+    out += _compare_snapshot_times(redis_snap, pg, event_id, bookmaker)
     for field in sorted(cached.keys() | stored.keys()):
         c, s = cached.get(field), stored.get(field)
         if s is None:
@@ -124,6 +140,48 @@ def _compare(redis_snap: CachedSnapshot | None, pg: PgSnapshot | None, event_id:
                 out.append(Mismatch("payload", event_id, bookmaker, field, c, decode_market(encode_market(s))))
             if c.unavailable_at != s.unavailable_at:
                 out.append(Mismatch("unavailable_at", event_id, bookmaker, field, c.unavailable_at, s.unavailable_at))
+            out += _compare_market_times(redis_snap, c, times[field], event_id, bookmaker, field)
+    return out
+
+
+def _compare_snapshot_times(redis_snap: CachedSnapshot, pg: PgSnapshot, event_id: int,
+                            bookmaker: str) -> list[Mismatch]:
+    out = []
+    for kind in ("captured_at", "last_confirmed_at"):
+        r, p = getattr(redis_snap, kind), getattr(pg, kind)
+        if r != p:
+            out.append(Mismatch(kind, event_id, bookmaker, None, r, p))
+    captured = [row["captured_at"] for row in pg.rows if row.get("captured_at") is not None]
+    if redis_snap.captured_at is not None and captured and redis_snap.captured_at not in captured:
+        # the scrape that last changed odds changed some market's: that market says so
+        out.append(Mismatch("captured_at", event_id, bookmaker, None, redis_snap.captured_at,
+                            f"no market captured then (newest {format_ts(max(captured))})"))
+    return out
+
+
+def _between(value: datetime | None, low: datetime | None, high: datetime | None) -> bool:
+    return value is not None and (low is None or value >= low) and (high is None or value <= high)
+
+
+def _compare_market_times(redis_snap: CachedSnapshot, market: CachedMarket, row: dict[str, Any], event_id: int,
+                          bookmaker: str, field: str) -> list[Mismatch]:
+    out = []
+    captured = row.get("captured_at")
+    if not _between(captured, None, redis_snap.captured_at):
+        out.append(Mismatch("captured_at", event_id, bookmaker, field,
+                            f"at most {_show(redis_snap.captured_at)} (the snapshot's)", captured))
+    confirmed = row.get("last_confirmed_at")
+    last, complete = redis_snap.last_confirmed_at, redis_snap.last_complete_at
+    if market.unavailable_at is not None:
+        ok = confirmed is not None and confirmed < market.unavailable_at and _between(confirmed, None, last)
+        expected: Any = f"before {_show(market.unavailable_at)} (unavailable since)"
+    elif complete is not None and complete == last:
+        ok, expected = confirmed == last, last
+    else:
+        ok = _between(confirmed, complete, last)
+        expected = f"between {_show(complete)} and {_show(last)}"
+    if not ok:
+        out.append(Mismatch("last_confirmed_at", event_id, bookmaker, field, expected, confirmed))
     return out
 
 

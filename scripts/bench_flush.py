@@ -59,12 +59,9 @@ from availability.db.engine import libpq_url  # noqa: E402
 from availability.flusher import Flusher, FlushStats  # noqa: E402
 from availability.logs import configure_logging  # noqa: E402
 from availability.model import CachedMarket, MarketKey, coerce_market, merge_markets  # noqa: E402
+from availability.storage import MARKET_COLUMNS  # noqa: E402
 
-_COLUMNS = (
-    "event_id", "betpawa_market_id", "line", "betpawa_market_name", "handicap_type", "handicap_home",
-    "handicap_away", "outcomes", "market_groups", "captured_at", "last_confirmed_at", "scraped_at",
-    "unavailable_at",
-)  # fmt: skip
+_COLUMNS = tuple(name for name, _ in MARKET_COLUMNS)  # the flusher's columns, in its order
 HOME_TABLE = "bench_copy_market_odds"
 COMPETITOR_TABLE = "bench_copy_competitor_market_odds"
 

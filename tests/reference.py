@@ -160,6 +160,7 @@ class ReferenceCache:
             markets=tuple(sorted(state.markets.values(), key=lambda m: key_sort_order(m.key))),
             last_scraped_at=state.last_scraped_at,
             removed_at=state.removed_at,
+            last_complete_at=state.last_complete_at,
         )
 
     def pairs(self) -> list[tuple[int, str]]:

@@ -26,7 +26,7 @@ from availability.errors import InvalidScrape
 from availability.model import CachedMarket
 
 LAGOS = timezone(timedelta(hours=1))
-TIMES = dict(captured_at=T0 - timedelta(minutes=10), last_confirmed_at=T0, scraped_at=T0)
+TIMES = dict(captured_at=T0 - timedelta(minutes=10), seen_at=T0, scraped_at=T0)
 
 
 def _market(line: float | None = 2.5, *, unavailable_at: datetime | None = None, **kw) -> CachedMarket:
@@ -76,8 +76,8 @@ def test_market_round_trips_through_the_database(engine, bookmaker, line, unavai
 
     assert row_to_market(loaded) == market
     assert loaded.event_id == 1234
-    assert (loaded.captured_at, loaded.last_confirmed_at, loaded.scraped_at) == (
-        TIMES["captured_at"], TIMES["last_confirmed_at"], TIMES["scraped_at"],
+    assert (loaded.captured_at, loaded.seen_at, loaded.scraped_at) == (
+        TIMES["captured_at"], TIMES["seen_at"], TIMES["scraped_at"],
     )
     back = row_to_market(loaded)
     assert back.is_available is (unavailable_at is None)
@@ -189,7 +189,7 @@ def test_values_are_normalised():
         event_id=1,
         bookmaker="betpawa",
         captured_at=datetime(2026, 11, 28, 13, 0, tzinfo=LAGOS),
-        last_confirmed_at=T0,
+        seen_at=T0,
         scraped_at=T0,
     )
     assert values["line"] == 0.0 and str(values["line"]) == "0.0"  # -0.0 folded
@@ -202,7 +202,7 @@ def test_values_are_normalised():
 def test_naive_times_are_refused():
     with pytest.raises(InvalidScrape, match="scraped_at"):
         market_to_row(_market(), event_id=1, bookmaker="betpawa", captured_at=T0,
-                      last_confirmed_at=T0, scraped_at=datetime(2026, 11, 28, 12, 0))
+                      seen_at=T0, scraped_at=datetime(2026, 11, 28, 12, 0))
     with pytest.raises(InvalidScrape, match="unavailable_at"):
         market_to_row(_market(unavailable_at=datetime(2026, 11, 28)), event_id=1, bookmaker="betpawa", **TIMES)
 

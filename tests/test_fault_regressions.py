@@ -296,6 +296,55 @@ async def test_flush_once_trims_and_leaves_no_consumer_behind(cache, redis_url, 
 # ---------------------------------------------------------------- 13. two at once
 
 
+async def _newest_first(cache: MarketCache) -> None:
+    """Deliver every record again, newest first: two flushers committing out of order."""
+    entries = []
+    for shard in cache.keys.all_shards():
+        stream = cache.keys.changes(shard)
+        entries += [(stream, i, f) for i, f in await cache.client.xrange(stream)]
+    for stream, entry_id, _ in entries:
+        await cache.client.xdel(stream, entry_id)
+    for stream, _, fields in reversed(entries):
+        await cache.client.xadd(stream, fields)
+
+
+async def test_market_times_are_exact_whatever_the_commit_order_defect_9(cache, database_url):
+    """Defect 9: with records committed out of order, a market row's captured_at came
+    from whichever record created it (too new), last_confirmed_at moved both ways,
+    and a confirmation whose row did not exist yet was lost. After everything is
+    written, each market's times must be exactly what the scrapes say, and verify
+    must compare them."""
+    await cache.apply_scrape(9, "betpawa", [market("A"), market("B"), market("C")], at(0))
+    await cache.apply_scrape(9, "betpawa", [market("A")], at(5), complete=False)  # A alone, unchanged
+    await cache.apply_scrape(9, "betpawa", [market("B", odds=2.0), market("C")], at(10))  # A gone, B changed
+    await cache.apply_scrape(9, "betpawa", [market("B", odds=2.0), market("C")], at(15))  # all confirmed
+    await _newest_first(cache)
+
+    flusher = Flusher(cache, database_url, batch_size=1)  # one record per transaction, newest first
+    try:
+        await flusher.run_once()
+    finally:
+        await flusher.close()
+
+    from availability.storage import load_snapshots  # what every reader of PostgreSQL gets
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        snaps = [s async for s in load_snapshots(conn, [9])]
+    times = {r["betpawa_market_id"]: (r["unavailable_at"], r["captured_at"], r["last_confirmed_at"])
+             for r in snaps[0].rows}
+    assert times == {
+        "A": (at(10), at(0), at(5)),  # last listed by the partial scrape, then gone
+        "B": (None, at(10), at(15)),  # odds changed at 10, confirmed at 15
+        "C": (None, at(0), at(15)),  # never changed, confirmed at 15
+    }
+    assert await verify(cache, database_url) == []
+    with psycopg.connect(database_url, autocommit=True) as conn:  # verify compares the times too
+        conn.execute("UPDATE market_odds SET captured_at = %s WHERE event_id = 9 AND betpawa_market_id = 'B'",
+                     (at(15),))
+    assert {(m.kind, m.market) for m in await verify(cache, database_url)} == {
+        ("captured_at", "B@_"), ("captured_at", None)}  # and no market says when the snapshot's odds changed
+
+
 def test_migrate_is_safe_from_several_processes_at_once(empty_database_url):
     """Defect 13: concurrent migrations raced on alembic_version (UniqueViolation)."""
     code = "import sys; from availability.db import migrate; migrate.upgrade(sys.argv[1])"

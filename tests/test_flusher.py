@@ -54,7 +54,8 @@ def query(database_url: str, sql: str, *params) -> list[dict]:
 
 
 def market_rows(database_url: str, table: str = "market_odds") -> dict[tuple, dict]:
-    rows = query(database_url, f"SELECT * FROM {table}")
+    """The rows with their last confirmation, derived as every reader gets it (revision 0006)."""
+    rows = query(database_url, f"SELECT * FROM {table}_confirmed")
     return {(r.get("source"), r["event_id"], r["betpawa_market_id"], r["line"]): r for r in rows}
 
 
@@ -230,6 +231,36 @@ async def test_records_delivered_newest_first_still_leave_the_newest_state(cache
     # (a row's own captured_at/last_confirmed_at can lag by one scrape here: its creating
     # record committed last; see the flusher's docstring)
     assert len(query(database_url, "SELECT * FROM market_availability_history")) == 2
+    assert await verify(cache, database_url) == []
+
+
+async def test_a_batch_staged_through_copy_writes_the_same_rows(cache, make_flusher, database_url, monkeypatch):
+    """Insert-heavy batches go through a binary COPY into a staging table: same rows,
+    same times, newest first or not, and a replay still changes nothing."""
+    from availability import storage
+
+    monkeypatch.setattr(storage, "STAGE_MIN_ROWS", 1)
+    await cache.apply_scrape(6, "betpawa", [market("1"), market("2", 2.5)], at(0))
+    await cache.apply_scrape(6, "sportybet", [market("1", odds=1.5), market("3")], at(1))
+    await cache.apply_scrape(6, "betpawa", [market("1", odds=2.0), market("2", 2.5)], at(5))
+    await cache.apply_scrape(6, "betpawa", [market("2", 2.5)], at(10))  # "1" disappears
+    records = await stream_entries(cache)
+    await _reverse_streams(cache)
+
+    stats = await make_flusher(batch_size=1).run_once()
+
+    assert stats.records == 4 and stats.dead_letters == 0
+    row = market_rows(database_url)[(None, 6, "1", None)]
+    assert row["outcomes"][0]["odds"] == 2.0 and row["unavailable_at"] == at(10)
+    assert (row["captured_at"], row["last_confirmed_at"]) == (at(5), at(5))
+    assert market_rows(database_url)[(None, 6, "2", 2.5)]["last_confirmed_at"] == at(10)
+    competitor = market_rows(database_url, "competitor_market_odds")[("sportybet", 6, "3", None)]
+    assert (competitor["captured_at"], competitor["last_confirmed_at"]) == (at(1), at(1))
+    assert await verify(cache, database_url) == []
+    for stream, _, fields in records:  # delivered again, in one staged batch
+        await cache.client.xadd(stream, fields)
+    replay = await make_flusher().run_once()
+    assert (replay.records, replay.rows, replay.confirmed) == (4, 0, 0)
     assert await verify(cache, database_url) == []
 
 

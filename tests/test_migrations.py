@@ -28,7 +28,7 @@ from availability.db.models import Base, MarketOdds
 from availability.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0005"
+HEAD = "0006"
 
 MARKET_TABLES = ("market_odds", "competitor_market_odds")
 ALL_TABLES = {
@@ -93,7 +93,7 @@ def _market_row(event_id: int, market_id: str, line: float | None, **extra) -> d
         "betpawa_market_name": f"market {market_id}",
         "outcomes": json.dumps([{"name": "1", "odds": 1.85, "is_active": True}]),
         "captured_at": T0,
-        "last_confirmed_at": T0,
+        "seen_at": T0,
         "scraped_at": T0,
     }
     row.update(extra)
@@ -128,8 +128,8 @@ def test_upgrade_head_from_empty_database_creates_the_contract(empty_database_ur
         "handicap_away": ("double precision", True),
         "outcomes": ("jsonb", False),
         "market_groups": ("jsonb", True),
-        "captured_at": ("timestamp with time zone", False),
-        "last_confirmed_at": ("timestamp with time zone", False),
+        "captured_at": ("timestamp with time zone", True),
+        "seen_at": ("timestamp with time zone", True),
         "scraped_at": ("timestamp with time zone", False),
         "unavailable_at": ("timestamp with time zone", True),
     }
@@ -150,6 +150,7 @@ def test_upgrade_head_from_empty_database_creates_the_contract(empty_database_ur
         "last_scraped_at": ("timestamp with time zone", False),
         "captured_at": ("timestamp with time zone", True),
         "last_confirmed_at": ("timestamp with time zone", True),
+        "last_complete_at": ("timestamp with time zone", True),
         "removed_at": ("timestamp with time zone", True),
         "updated_at": ("timestamp with time zone", False),
         "kickoff": ("timestamp with time zone", True),
@@ -248,6 +249,34 @@ def test_rejections_table_comes_and_goes_with_revision_0004(empty_database_url):
     with _connect(url) as conn:
         assert conn.execute("SELECT to_regclass('market_rejections')").fetchone() == (None,)
     assert _columns(url, "availability_fences")  # 0003 stays
+
+
+def test_revision_0006_derives_last_confirmed_at_and_downgrade_writes_it_back(empty_database_url):
+    """A complete scrape confirms its snapshot once (``last_complete_at``); an available
+    market's last confirmation is the newer of that and its own ``seen_at``, an
+    unavailable one's is its ``seen_at``. Downgrading writes exactly that back."""
+    url = empty_database_url
+    migrate.upgrade(url, "head")
+    t5, t10 = T0 + timedelta(minutes=5), T0 + timedelta(minutes=10)
+    with _connect(url) as conn:
+        _insert(conn, "market_odds", _market_row(1, "1", None))  # available, seen at T0 by its own record
+        _insert(conn, "market_odds", _market_row(1, "2", None, unavailable_at=t5))  # gone at t5
+        _insert(conn, "market_odds", _market_row(1, "3", None, seen_at=t10, captured_at=None))  # arrived after
+        _insert(conn, "competitor_market_odds", _market_row(1, "1", None, source="bet9ja"))
+        conn.execute("INSERT INTO availability_snapshots (event_id, bookmaker, last_scraped_at, last_complete_at)"
+                     " VALUES (1, 'betpawa', %s, %s), (1, 'bet9ja', %s, NULL)", (t10, t5, t10))
+        derived = conn.execute("SELECT betpawa_market_id, last_confirmed_at FROM market_odds_confirmed"
+                               " ORDER BY betpawa_market_id").fetchall()
+        assert derived == [("1", t5), ("2", T0), ("3", t10)]
+        assert conn.execute("SELECT last_confirmed_at FROM competitor_market_odds_confirmed").fetchall() == [(T0,)]
+
+    migrate.downgrade(url, "0003")
+    assert "seen_at" not in _columns(url, "market_odds")
+    assert _columns(url, "market_odds")["captured_at"] == ("timestamp with time zone", False)
+    with _connect(url) as conn:
+        assert conn.execute("SELECT betpawa_market_id, last_confirmed_at, captured_at FROM market_odds"
+                            " ORDER BY betpawa_market_id").fetchall() == [("1", t5, T0), ("2", T0, T0), ("3", t10, T0)]
+        assert conn.execute("SELECT to_regclass('market_odds_confirmed')").fetchone() == (None,)
     migrate.upgrade(url, "head")
     migrate.check(url)
 
@@ -375,7 +404,9 @@ def test_check_detects_models_that_drifted_from_the_migrations(database_url, cha
             id="check-constraint-dropped",
         ),
         pytest.param(
-            ["ALTER TABLE market_odds ALTER COLUMN scraped_at TYPE timestamp without time zone"],
+            # (the view of revision 0006 reads every column: it goes first; views are no drift)
+            ["DROP VIEW market_odds_confirmed",
+             "ALTER TABLE market_odds ALTER COLUMN scraped_at TYPE timestamp without time zone"],
             {"modify_type"},
             id="timestamp-without-time-zone",
         ),
@@ -531,11 +562,11 @@ def _with_password(url: str) -> tuple[str, str]:
 def test_alembic_command_line_from_the_repository_root(empty_database_url):
     url, secret = _with_password(libpq_url(empty_database_url))
     steps = [
-        (["upgrade", "head"], "Running upgrade 0004 -> 0005"),
+        (["upgrade", "head"], "Running upgrade 0005 -> 0006"),
         (["check"], "No new upgrade operations detected"),
-        (["downgrade", "-1"], "Running downgrade 0005 -> 0004"),
-        (["current"], "0004"),
-        (["upgrade", "head"], "Running upgrade 0004 -> 0005"),
+        (["downgrade", "-1"], "Running downgrade 0006 -> 0005"),
+        (["current"], "0005"),
+        (["upgrade", "head"], "Running upgrade 0005 -> 0006"),
         (["check"], "No new upgrade operations detected"),
     ]
     for args, expected in steps:

@@ -66,9 +66,10 @@ def test_the_parser_sees_a_name_it_was_not_told_about() -> None:
 def test_meta_hash_writes_every_snapshot_field_and_nothing_else() -> None:
     t0 = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
     times = SnapshotState()
-    advance_meta(times, t0, odds_changed=True, listed_markets=True, removed=False)
+    advance_meta(times, t0, odds_changed=True, listed_markets=True, removed=False, complete=True)
     advance_meta(times, t0 + timedelta(seconds=5), odds_changed=False, listed_markets=False, removed=True)
     assert (times.captured_at, times.last_confirmed_at, times.removed_at) == (t0, t0, t0 + timedelta(seconds=5))
+    assert times.last_complete_at == t0
     meta = meta_hash(7, "betpawa", times, markets=3, unavailable=1, kickoff=t0 + timedelta(hours=2))
     assert list(meta) == list(META_SNAPSHOT_FIELDS)
     assert meta["kickoff_us"] == str(int((t0 + timedelta(hours=2)).timestamp()) * 1_000_000)

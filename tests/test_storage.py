@@ -37,7 +37,7 @@ def test_json_columns_are_the_jsonb_columns() -> None:
 
 def test_every_upsert_names_every_market_column() -> None:
     for competitor in (False, True):
-        sql = storage._upsert_sql(competitor, True, True)
+        sql = storage._upsert_sql(competitor)
         for name, kind in storage.MARKET_COLUMNS:
             assert name in sql
         assert ("source" in sql) is competitor

@@ -142,12 +142,15 @@ async def break_everything(cache: MarketCache, database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("""UPDATE market_odds SET outcomes = '[{"name": "Home", "odds": 9.99, "is_active": true}]'
                         WHERE event_id = 1 AND betpawa_market_id = '1'""")
+        # (also its derived last confirmation: an available market was seen by the last complete scrape)
         conn.execute("UPDATE market_odds SET unavailable_at = NULL WHERE event_id = 1 AND line = 0.0")
+        conn.execute("UPDATE market_odds SET captured_at = captured_at + interval '1 hour'"
+                     " WHERE event_id = 1 AND betpawa_market_id = '16' AND line IS NULL")
         conn.execute("UPDATE availability_snapshots SET last_scraped_at = last_scraped_at - interval '1 minute'"
                      " WHERE event_id = 1 AND bookmaker = 'sportybet'")
         conn.execute("DELETE FROM competitor_market_odds WHERE event_id = 2")
         conn.execute("""INSERT INTO market_odds (event_id, betpawa_market_id, line, betpawa_market_name, outcomes,
-                        captured_at, last_confirmed_at, scraped_at)
+                        captured_at, seen_at, scraped_at)
                         SELECT 1, '98', NULL, 'Broken', '"not a list"', now(), now(), now()""")
         conn.execute("DELETE FROM availability_snapshots WHERE event_id = 2")
 
@@ -165,6 +168,8 @@ async def test_verify_finds_every_kind_of_mismatch(redis_client, key_prefix, dat
         ("missing_in_postgres", 1, "betpawa", "99@_"),
         ("payload", 1, "betpawa", "1@_"),
         ("unavailable_at", 1, "betpawa", "16@0.0"),
+        ("last_confirmed_at", 1, "betpawa", "16@0.0"),
+        ("captured_at", 1, "betpawa", "16@_"),
         ("missing_in_redis", 1, "sportybet", "16@0.0"),
         ("last_scraped_at", 1, "sportybet", None),
         ("snapshot_missing_in_postgres", 2, "bet9ja", None),
@@ -178,6 +183,11 @@ async def test_verify_finds_every_kind_of_mismatch(redis_client, key_prefix, dat
                                       "redis=2026-11-28T12:05:00.000000Z postgres=None")
     assert text["missing_in_redis"] == "event 1 at sportybet, market 16@0.0: row in PostgreSQL, not cached in Redis"
     assert "9.99" in text["payload"]
+    assert text["captured_at"] == ("event 1 at betpawa, market 16@_: captured_at differs: redis=at most "
+                                   "2026-11-28T12:05:00.000000Z (the snapshot's) postgres=2026-11-28T13:00:00.000000Z")
+    assert text["last_confirmed_at"] == ("event 1 at betpawa, market 16@0.0: last_confirmed_at differs: redis=before "
+                                         "2026-11-28T12:05:00.000000Z (unavailable since) "
+                                         "postgres=2026-11-28T12:05:00.000000Z")
     # limited to some events
     assert {m.event_id for m in await verify(cache, database_url, [2])} == {2}
 
@@ -218,14 +228,14 @@ async def test_cli_warm_then_verify_clean_then_exit_1_on_each_mismatch(redis_cli
     await break_everything(cache, database_url)
     code, out, err = await run_cli(*common, "verify")
     assert code == 1
-    assert len(out.strip().splitlines()) == 9
+    assert len(out.strip().splitlines()) == 11
     assert "event 6 at betpawa: in PostgreSQL, not cached in Redis" in out
-    assert "9 mismatches" in err and "Traceback" not in err
+    assert "11 mismatches" in err and "Traceback" not in err
     code, out, _ = await run_cli(*common, "verify", "--event", "1", "--json")
     assert code == 1
     assert {json.loads(line)["kind"] for line in out.splitlines()} == {
         "missing_in_postgres", "payload", "unavailable_at", "missing_in_redis", "last_scraped_at",
-        "undecodable_in_redis", "undecodable_in_postgres"}
+        "undecodable_in_redis", "undecodable_in_postgres", "captured_at", "last_confirmed_at"}
 
 
 def test_cli_names_an_unreachable_server_without_its_password_or_a_traceback():

@@ -91,7 +91,7 @@ def market_to_values(
     event_id: int,
     bookmaker: str,
     captured_at: datetime,
-    last_confirmed_at: datetime,
+    seen_at: datetime,
     scraped_at: datetime,
     home_bookmaker: str = HOME_BOOKMAKER,
 ) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def market_to_values(
         outcomes=_outcomes(market.outcomes),
         market_groups=None if market.market_groups is None else list(market.market_groups),
         captured_at=to_utc(captured_at, "captured_at"),
-        last_confirmed_at=to_utc(last_confirmed_at, "last_confirmed_at"),
+        seen_at=to_utc(seen_at, "seen_at"),
         scraped_at=to_utc(scraped_at, "scraped_at"),
         unavailable_at=_optional_utc(market.unavailable_at, "unavailable_at"),
     )
@@ -129,7 +129,7 @@ def market_to_row(
     event_id: int,
     bookmaker: str,
     captured_at: datetime,
-    last_confirmed_at: datetime,
+    seen_at: datetime,
     scraped_at: datetime,
     home_bookmaker: str = HOME_BOOKMAKER,
 ) -> MarketRow:
@@ -142,7 +142,7 @@ def market_to_row(
             event_id=event_id,
             bookmaker=bookmaker,
             captured_at=captured_at,
-            last_confirmed_at=last_confirmed_at,
+            seen_at=seen_at,
             scraped_at=scraped_at,
             home_bookmaker=home_bookmaker,
         )

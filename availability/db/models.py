@@ -53,6 +53,7 @@ __all__ = [
     "AvailabilityFence",
     "MarketRejection",
     "AvailabilityPrunedEvent",
+    "LAST_CONFIRMED_SQL",
 ]
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -69,6 +70,14 @@ TRANSITIONS: tuple[str, str] = (BECAME_UNAVAILABLE, BECAME_AVAILABLE)
 
 # Both partial indexes use this predicate; the migration spells it the same way.
 UNAVAILABLE_PREDICATE = "unavailable_at IS NOT NULL"
+
+#: A market's last confirmation (the last scrape that listed it), derived: ``m`` is its
+#: row, ``s`` its ``availability_snapshots`` row. A complete scrape confirms every market
+#: it leaves available, once, in ``s.last_complete_at``; ``m.seen_at`` holds what only the
+#: market's own records say (see migrations/versions/0006). Spelled the same in 0006's views.
+LAST_CONFIRMED_SQL = (
+    "CASE WHEN m.unavailable_at IS NULL THEN GREATEST(m.seen_at, s.last_complete_at) ELSE m.seen_at END"
+)
 
 
 class Base(DeclarativeBase):
@@ -94,10 +103,12 @@ class MarketOddsMixin:
     handicap_away: Mapped[float | None] = mapped_column(Double, nullable=True)
     outcomes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
     market_groups: Mapped[list[str] | None] = mapped_column(JSONB, nullable=True)
-    # odds last changed
-    captured_at: Mapped[datetime] = _tstz(False)
-    # last scrape that saw the market, changed or not
-    last_confirmed_at: Mapped[datetime] = _tstz(False)
+    # odds last changed; NULL only until the record that created the market is written
+    # (a later record that did not change the odds committed first; revision 0006)
+    captured_at: Mapped[datetime | None] = _tstz(True)
+    # the newest scrape known, from this market's own records, to have listed it; the
+    # market's last confirmation is LAST_CONFIRMED_SQL over this and its snapshot (0006)
+    seen_at: Mapped[datetime | None] = _tstz(True)
     # the scrape time whose state this row reflects (never overwritten by an older one)
     scraped_at: Mapped[datetime] = _tstz(False)
     # NULL = available; otherwise when the market was first seen missing (revision 0002)
@@ -214,6 +225,8 @@ class AvailabilitySnapshot(Base):
     last_scraped_at: Mapped[datetime] = _tstz(False)
     captured_at: Mapped[datetime | None] = _tstz(True)
     last_confirmed_at: Mapped[datetime | None] = _tstz(True)
+    # the newest complete scrape: it listed every market it left available (revision 0006)
+    last_complete_at: Mapped[datetime | None] = _tstz(True)
     # the event vanished from the bookmaker's listing
     removed_at: Mapped[datetime | None] = _tstz(True)
     updated_at: Mapped[datetime] = _tstz(False, server_default=func.now())

@@ -101,7 +101,7 @@ end
 -- ---------------------------------------------------------------- cold and stale checks
 if redis.call('EXISTS', KEYS[6]) == 0 then return {'cold'} end
 local meta_before = redis.call('HMGET', KEYS[3], 'last_scraped_us', 'expire_at_ms', 'removed_at',
-                               'last_digest', 'last_reply', 'kickoff_us')
+                               'last_digest', 'last_reply', 'kickoff_us', 'last_complete_us')
 local last = meta_before[1]
 if last and tonumber(scraped_us) <= tonumber(last) then
   if scraped_us == last and meta_before[4] == digest and meta_before[5] then
@@ -167,9 +167,16 @@ for i = FIRST, LAST, 2 do
     if stamped_before[key] then
       became_available[#became_available + 1] = key; flags = (flags or '') .. 'a'
     end
+    -- a partial scrape says nothing about the markets it did not list, so the markets it
+    -- did list unchanged are confirmed one by one ('p'); a complete scrape confirms all
+    -- of them at once (the record's scraped_at, with completeness "complete")
+    if not flags and completeness == 'partial' then flags = 'p' end
     if flags then
       record[#record + 1] = key; record[#record + 1] = ARGV[i + 1]; record[#record + 1] = flags
     end
+  elseif same == 'held' and not stamped_before[key] and completeness == 'partial' then
+    -- a held market a partial scrape listed is confirmed like an unchanged one (stored payload)
+    record[#record + 1] = key; record[#record + 1] = held_payload[key]; record[#record + 1] = 'p'
   end
 end
 if completeness ~= 'partial' then
@@ -201,6 +208,7 @@ local meta = {'event_id', event_id, 'bookmaker', bookmaker, 'last_scraped_us', s
               'last_scraped_at', scraped_iso, 'markets', total, 'unavailable', unavailable}
 if new + changed > 0 then meta[#meta + 1] = 'captured_at'; meta[#meta + 1] = scraped_iso end
 if kickoff ~= '' then meta[#meta + 1] = 'kickoff_us'; meta[#meta + 1] = kickoff else kickoff = meta_before[6] or '' end
+if completeness == 'complete' then meta[#meta + 1] = 'last_complete_us'; meta[#meta + 1] = scraped_us end
 if n > 0 then
   meta[#meta + 1] = 'last_confirmed_at'; meta[#meta + 1] = scraped_iso
   if meta_before[3] then redis.call('HDEL', KEYS[3], 'removed_at') end
@@ -229,7 +237,8 @@ end
 -- scrape time never lags Redis's (warm-up keeps refusing stale scrapes).
 local entry = {'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
                'scraped_at', scraped_us, 'completeness', completeness,
-               'present', present_blob, 'markets', cmsgpack.pack(record), 'kickoff', kickoff}
+               'present', present_blob, 'markets', cmsgpack.pack(record), 'kickoff', kickoff,
+               'prev_complete', meta_before[7] or ''}
 -- only when there are any: records without it read as "none rejected", by old code too
 if #rejected_blob > 0 then entry[#entry + 1] = 'rejected'; entry[#entry + 1] = rejected_blob end
 local stream_id = redis.call('XADD', KEYS[5], '*', unpack(entry))
