@@ -69,7 +69,7 @@ def test_library_calls_that_log_write_nothing_to_stdout_without_logging_configur
         assert quiet not in done.stderr
 
 
-@pytest.mark.parametrize("module", ["cache", "flusher", "warm", "storage", "retention", "subscribe", "coordinator",
+@pytest.mark.parametrize("module", ["cache", "flusher", "warm", "storage.batch", "retention", "subscribe", "coordinator",
                                     "detection", "demo.workers", "harness.process"])
 def test_library_modules_take_their_logger_from_availability_logs(module: str) -> None:
     import importlib
