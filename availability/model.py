@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -529,9 +530,13 @@ def fast_market(raw: Any) -> tuple[CachedMarket, bytes] | None:
         return None
     if not (0 < len(market_id) <= MAX_ID_LENGTH and market_id.isprintable() and market_id == market_id.strip()):
         return None
-    line = _fast_number(get("line"))
-    if line is False:
-        return None
+    line = get("line")
+    if line is not None and (type(line) is not float or not -_INF < line < _INF):
+        line = _fast_number(line)
+        if line is False:
+            return None
+    elif line is not None:
+        line += 0.0  # folds -0.0 into 0.0
     name = get("betpawa_market_name")
     empty_name = name is None or (type(name) is str and not name.strip())
     if empty_name:
@@ -550,9 +555,11 @@ def fast_market(raw: Any) -> tuple[CachedMarket, bytes] | None:
         if (type(o_name) is not str or len(o_name) > MAX_NAME_LENGTH or not o_name.isprintable()
                 or not o_name.strip()):
             return None
-        odds = _fast_odds(o.get("odds"))
-        if odds is None:
-            return None
+        odds = o.get("odds")
+        if type(odds) is not float or not 0.0 < odds < _INF:
+            odds = _fast_odds(odds)
+            if odds is None:
+                return None
         active = o.get("is_active", True)
         if active is not True and active is not False:
             if type(active) is not int or not (active == 0 or active == 1):
@@ -567,17 +574,23 @@ def fast_market(raw: Any) -> tuple[CachedMarket, bytes] | None:
         for g in groups:
             if type(g) is not str or len(g) > MAX_NAME_LENGTH or not g.isprintable():
                 return None
-        groups = list(groups)
+        groups = groups[:]  # a copy, as the reference's list(); also what is packed
     if get("unavailable_at") is not None:
         return None
     handicap_type = get("handicap_type")
     if handicap_type is not None and (type(handicap_type) is not str or len(handicap_type) > MAX_NAME_LENGTH
                                       or not handicap_type.isprintable()):
         return None
-    handicap_home = _fast_number(get("handicap_home"), text=False)
-    handicap_away = _fast_number(get("handicap_away"), text=False)
-    if handicap_home is False or handicap_away is False:
-        return None
+    handicap_home = get("handicap_home")
+    if handicap_home is not None:
+        handicap_home = _fast_number(handicap_home, text=False)
+        if handicap_home is False:
+            return None
+    handicap_away = get("handicap_away")
+    if handicap_away is not None:
+        handicap_away = _fast_number(handicap_away, text=False)
+        if handicap_away is False:
+            return None
     key = MarketKey(market_id, line)
     market = _new_market(CachedMarket)
     object.__setattr__(market, "__dict__", {
@@ -585,14 +598,25 @@ def fast_market(raw: Any) -> tuple[CachedMarket, bytes] | None:
         "handicap_type": handicap_type, "handicap_home": handicap_home, "handicap_away": handicap_away,
         "outcomes": outcomes, "market_groups": groups, "unavailable_at": None, "key": key,
     })
-    payload = msgpack.packb(
-        [market_id, name, line, handicap_type, handicap_home, handicap_away, packed,
-         None if groups is None else list(groups)],
-        use_bin_type=True,
-    )
+    payload = _packer().pack([market_id, name, line, handicap_type, handicap_home, handicap_away, packed, groups])
     if empty_name:
         coercion_counts["empty_market_name"] += 1
     return market, payload
+
+
+_INF = math.inf
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's msgpack ``Packer`` (``encode_market``'s options): ``packb``
+    builds a new one, with its buffer, on every call, which costs as much as the
+    packing; one per thread, as a ``Packer`` keeps state between calls."""
+    try:
+        return _local.packer
+    except AttributeError:
+        _local.packer = msgpack.Packer(use_bin_type=True)
+        return _local.packer
 
 
 def _fast_number(value: Any, *, text: bool = True) -> float | None | bool:
