@@ -49,7 +49,7 @@ from availability.model import (
     to_micros,
     to_utc,
 )
-from availability.redis_adapter import Script, connection_kwargs, is_cluster
+from availability.redis_adapter import Script, connection_kwargs, is_cluster, use_hiredis_packing
 
 __all__ = ["MarketCache", "RejectedMarket", "Scrape", "ScrapeOutcome"]
 
@@ -213,6 +213,7 @@ class MarketCache:
             client = RedisCluster.from_url(url, **kwargs)
         else:
             client = aioredis.Redis.from_url(url, **kwargs)
+            use_hiredis_packing(client)
         cache = cls(client, prefix=prefix, shards=shards)
         cache._owns_client = True
         return cache

@@ -13,7 +13,7 @@ or raise the same exception.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -21,9 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from factory import T0
 from realistic import BOOKMAKERS, event_markets, with_hostile
 
-from availability.cache import _digest, _digest_reference
+from redis.asyncio.connection import Connection
+
+from availability.cache import MarketCache, _digest, _digest_reference
 from availability.errors import InvalidScrape
 from availability.model import (
     CachedMarket,
@@ -33,6 +36,7 @@ from availability.model import (
     fast_market,
     screen_markets,
 )
+from availability.redis_adapter import HiredisPacking, _with_hiredis_packing
 
 # text that exercises every text rule: bounds, surrounding spaces, controls (C0, DEL, C1),
 # lone surrogates, non-breaking and other unicode spaces, emoji
@@ -265,3 +269,48 @@ def test_every_text_rule_of_every_field(where: str, text: str) -> None:
         assert kind == "ok" and _same(fast[0], ref[0]) and fast[1] == ref[2]
     _assert_same_screen([raw], strict=False)
     _assert_same_screen([raw], strict=True)
+
+
+# ---------------------------------------------------------------- command packing
+
+# redis-py's own packing and hiredis's, with the default encoding and with another one
+_ENCODINGS = [{}, {"encoding": "latin-1"}, {"encoding_errors": "replace"}]
+_plain = [Connection(**kw) for kw in _ENCODINGS]
+_hiredis = [_with_hiredis_packing(Connection)(**kw) for kw in _ENCODINGS]
+arguments = st.one_of(st.text(max_size=8), st.text(alphabet=st.characters(codec="utf-8"), max_size=4),
+                      st.sampled_from(["\ud800", "é", "\u20ac", "a b", "", "EVALSHA", "CONFIG GET"]),
+                      st.binary(max_size=20), st.binary(min_size=6500, max_size=7000),
+                      st.integers(min_value=-(10 ** 30), max_value=10 ** 30), st.booleans(),
+                      st.floats(allow_nan=False), st.binary(max_size=4).map(bytearray),
+                      st.binary(max_size=4).map(memoryview))
+
+
+def _packed(connection: Connection, args: tuple) -> tuple[str, Any]:
+    try:
+        return "ok", b"".join(bytes(part) for part in connection.pack_command(*args))
+    except Exception as exc:  # the same error, whatever it is
+        return "error", (type(exc), str(exc))
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.one_of(st.sampled_from(["EVALSHA", b"EVALSHA", "SCRIPT LOAD", b"HSET"]), st.text(min_size=1, max_size=5)),
+       st.lists(arguments, max_size=12), st.sampled_from(range(len(_ENCODINGS))))
+def test_hiredis_packing_puts_the_same_bytes_on_the_wire(command: Any, args: list, encoding: int) -> None:
+    assert _packed(_hiredis[encoding], (command, *args)) == _packed(_plain[encoding], (command, *args))
+
+
+async def test_from_url_packs_with_hiredis_and_applies(redis_url: str, redis_client: Any, key_prefix: str) -> None:
+    """Through a real Redis: ``MarketCache.from_url`` connections pack with hiredis
+    and a realistic scrape applies and reads back as the reference encodes it
+    (``redis_client`` only cleans the prefix's keys up afterwards)."""
+    async with MarketCache.from_url(redis_url, prefix=key_prefix) as cache:
+        assert issubclass(cache.client.connection_pool.connection_class, HiredisPacking)
+        await cache.mark_ready()
+        rows = event_markets("bet9ja", 1)
+        outcome = await cache.apply_scrape(77, "bet9ja", rows, T0)
+        assert outcome.status == "applied" and not outcome.rejected
+        snapshot = await cache.get_snapshot(77, "bet9ja")
+        expected = screen_markets(rows, "x", fast=False)
+        assert {m.key: encode_market(m) for m in snapshot.markets} == dict(expected.payloads)
+        again = await cache.apply_scrape(77, "bet9ja", event_markets("bet9ja", 2), T0 + timedelta(minutes=5))
+        assert again.status == "applied" and again.changed
