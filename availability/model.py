@@ -516,9 +516,10 @@ def fast_market(raw: Any) -> tuple[CachedMarket, bytes] | None:
     C call where the reference runs a regular expression per field). Why a
     second path: on the hot path (170 markets per scrape, 95% unchanged) the
     reference's ``isinstance`` chains, frozen-dataclass construction and
-    re-encoding dominate the client's CPU. It never raises and accepts nothing
-    the reference refuses; ``tests/test_fast_path.py`` proves it gives the
-    reference's market and bytes (and ``coercion_counts``) on arbitrary input.
+    re-encoding dominate the client's CPU. It accepts nothing the reference
+    refuses and raises only what the reference raises too (``str()`` of an
+    ``int`` id beyond 4,300 digits); ``tests/test_fast_path.py`` proves it gives
+    the reference's market and bytes (and ``coercion_counts``) on arbitrary input.
     """
     if type(raw) is not dict:
         return None
