@@ -11,6 +11,7 @@ flushers.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from collections.abc import Iterable, Sequence
@@ -48,7 +49,7 @@ from availability.model import (
     to_micros,
     to_utc,
 )
-from availability.redis_adapter import Script, connection_kwargs, is_cluster
+from availability.redis_adapter import Script, connection_kwargs, is_cluster, use_hiredis_packing
 
 __all__ = ["MarketCache", "RejectedMarket", "Scrape", "ScrapeOutcome"]
 
@@ -212,6 +213,7 @@ class MarketCache:
             client = RedisCluster.from_url(url, **kwargs)
         else:
             client = aioredis.Redis.from_url(url, **kwargs)
+            use_hiredis_packing(client)
         cache = cls(client, prefix=prefix, shards=shards)
         cache._owns_client = True
         return cache
@@ -653,7 +655,25 @@ class MarketCache:
 
 
 def _digest(head: list[Any], pairs: list[Any]) -> bytes:
-    """A digest of a scrape's script arguments: equal for an exact re-delivery only."""
+    """A digest of a scrape's script arguments: equal for an exact re-delivery only.
+
+    Each part length-prefixed (4 bytes, big-endian), hashed in one call over the
+    joined bytes rather than two ``update`` calls per part (the hot path hashes
+    two parts per market): the same digest as :func:`_digest_reference`."""
+    chunks: list[bytes] = []
+    add = chunks.append
+    for part in (*head, *pairs):
+        data = part.encode() if isinstance(part, str) else part
+        add(_LENGTH(len(data)))
+        add(data)
+    return hashlib.blake2b(b"".join(chunks), digest_size=16).hexdigest().encode()
+
+
+_LENGTH = struct.Struct(">I").pack
+
+
+def _digest_reference(head: list[Any], pairs: list[Any]) -> bytes:
+    """The digest as first written, kept as the reference a test compares :func:`_digest` with."""
     h = hashlib.blake2b(digest_size=16)
     for part in (*head, *pairs):
         data = part.encode() if isinstance(part, str) else part
