@@ -139,6 +139,7 @@ class Flusher:
         trim_interval_s: float = 10.0,
         max_backoff_s: float = 10.0,
         pipeline: bool = True,
+        stop_grace_s: float = 10.0,
     ) -> None:
         keys = getattr(redis, "keys", None)
         is_cache = isinstance(keys, KeySchema)  # a MarketCache
@@ -156,6 +157,7 @@ class Flusher:
         self.trim_interval_s = trim_interval_s
         self.max_backoff_s = max_backoff_s
         self.pipeline = pipeline
+        self.stop_grace_s = stop_grace_s
         self.stats = FlushStats()
         self.streams = ChangeStreams(client, self.keys, self.group, self.consumer, batch_size)
         self._streams = self.streams.streams  # stream key -> shard
@@ -229,8 +231,30 @@ class Flusher:
     async def run(self, stop: asyncio.Event | None = None) -> FlushStats:
         """Flush until ``stop`` is set; returns the totals. Survives Redis and
         PostgreSQL outages (retries for ever); stopping mid-outage leaves the
-        current batch pending for the next flusher."""
+        current batch pending for the next flusher.
+
+        A stop is bounded: if the loop has not ended ``stop_grace_s`` after
+        ``stop`` was set (a call blocked on a Redis that stopped answering, say),
+        it is cancelled. Nothing is lost: a batch not committed stays pending,
+        and one committed but not acknowledged is redelivered (writes are
+        idempotent)."""
         self._stop = stop or asyncio.Event()
+        loop_task = asyncio.ensure_future(self._loop())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({loop_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not loop_task.done():
+                done, _ = await asyncio.wait({loop_task}, timeout=self.stop_grace_s)
+                if not done:
+                    self._log.warning("flusher.stop_forced", grace_s=self.stop_grace_s)
+                    loop_task.cancel()
+            return await loop_task
+        finally:
+            stopped.cancel()
+            if not loop_task.done():
+                loop_task.cancel()
+
+    async def _loop(self) -> FlushStats:
         self._log.info("flusher.start", database=self.database_label, streams=len(self._streams),
                        batch_size=self.batch_size, claim_idle_ms=self.claim_idle_ms)
         next_claim = next_trim = 0.0
@@ -521,12 +545,12 @@ class Flusher:
                 failures += 1
                 self.stats.retries += 1
                 metrics.RETRIES.labels("redis").inc()
-                if self._stop.is_set() and failures > 3:
+                if self._stop.is_set():
                     raise _Stopped() from exc  # unacked records are simply redelivered
                 delay = backoff_delay(failures, self.max_backoff_s)
                 self._log.warning("flusher.redis_unavailable", during=what, attempt=failures,
                                   retry_in_s=round(delay, 2), error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
     async def _ack(self, entries: list[StreamEntry]) -> None:
         for stream, ids in self.streams.by_stream(entries).items():

@@ -375,3 +375,57 @@ async def test_two_demos_cannot_claim_one_prefix_or_database(redis_url, redis_cl
         await first.close()
     again = await _claim_database(database_url, [1, 2])  # released with its connection
     await again.close()
+
+
+# ---------------------------------------------------------------- a stop is bounded
+
+
+async def test_a_flusher_stops_even_while_redis_does_not_answer(fresh_redis, database_url):
+    """A stop while Redis does not answer (SIGSTOP) right after a batch committed:
+    the flusher gives up on the XACK at once (a stop no longer retries it) and its
+    loop is cancelled ``stop_grace_s`` after the stop at the latest, so a supervisor
+    never has to SIGKILL it. Nothing is lost: an unacknowledged record is taken
+    over by the next flusher and written again, harmlessly."""
+    import os
+    import signal
+
+    from availability.db.engine import libpq_url
+    from availability.storage.batch import _LOCK_CLASS, _lock_id
+
+    client = aioredis.Redis.from_url(fresh_redis.url, socket_timeout=2)
+    cache = MarketCache(client, prefix="graceful", shards=SHARDS)
+    await cache.mark_ready()
+    await cache.apply_scrape(41, "betpawa", [market("1")], at(0))
+    # hold the batch in PostgreSQL (its snapshot lock) until Redis has stopped answering
+    holder = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
+    lock = (_LOCK_CLASS, _lock_id(41, "betpawa"))
+    await holder.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+    flusher = Flusher(cache, database_url, block_ms=50, stop_grace_s=1.0)
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(flusher.run(stop))
+    try:
+        for _ in range(200):  # the flusher read the record and waits for the lock
+            waiting = await holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if (await waiting.fetchone())[0]:
+                break
+            await asyncio.sleep(0.05)
+        os.kill(fresh_redis.pid, signal.SIGSTOP)
+        stop.set()
+        await holder.execute("SELECT pg_advisory_unlock(%s, %s)", lock)  # commit; the XACK cannot reach Redis
+        await asyncio.wait_for(running, 6)
+    finally:
+        os.kill(fresh_redis.pid, signal.SIGCONT)
+        if not running.done():
+            running.cancel()
+        await holder.close()
+        await flusher.close()
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        assert conn.execute("SELECT count(*) FROM market_odds WHERE event_id = 41").fetchone() == (1,)
+    # the XACK sent before the stop may still reach Redis once it runs again; if not,
+    # the next flusher takes the record over and writes it again, harmlessly
+    await Flusher(cache, database_url, claim_idle_ms=0).run_once()
+    assert await pending(cache) == 0
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        assert conn.execute("SELECT count(*) FROM market_odds WHERE event_id = 41").fetchone() == (1,)
+    await client.aclose()
