@@ -492,3 +492,18 @@ def test_merge_of_none_and_zero_lines_keeps_both():
 
 def test_merge_of_nothing_is_empty():
     assert merge_markets([]) == {}
+
+
+def test_an_int_market_id_too_long_to_print_is_refused_by_name() -> None:
+    """``str()`` of an int beyond 4,300 digits raises ValueError; the id must be
+    refused as InvalidMarketKey (a rejection of that market, not a crash of the batch)."""
+    from availability.model import InvalidMarketKey, normalize_market_id, screen_markets
+
+    with pytest.raises(InvalidMarketKey, match="betpawa_market_id: expected at most 200 characters"):
+        normalize_market_id(10**5000)
+    good = {"betpawa_market_id": "1", "betpawa_market_name": "1X2", "line": None,
+            "outcomes": [{"name": "1", "odds": 1.5, "is_active": True}]}
+    for fast in (True, False):
+        screened = screen_markets([dict(good, betpawa_market_id=10**5000), good], "scrape", fast=fast)
+        assert [m.betpawa_market_id for m in screened.markets] == ["1"]
+        assert [(r.field, r.reason) for r in screened.rejected] == [("betpawa_market_id", "invalid_key")]
