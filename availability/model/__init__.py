@@ -1,0 +1,85 @@
+"""Pure data model: cached markets, snapshots, market keys, canonical encodings,
+and the checks every scraped market passes. No I/O here.
+
+:mod:`.core` holds the model itself (keys, times, ``CachedMarket``,
+``CachedSnapshot``, the canonical encoding), :mod:`.validation` the reference
+checks and coercion, split-row merging and the per-market quarantine
+(``screen_markets``), :mod:`.fastpath` the byte-identical fast path for markets
+of the common shape. Everything is importable from ``availability.model``.
+"""
+
+from availability.errors import InvalidMarketKey, InvalidScrape, KeyCollision
+from availability.model.core import (
+    _FIELDS,
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    UTC,
+    CachedMarket,
+    CachedSnapshot,
+    MarketKey,
+    check_text,
+    coercion_counts,
+    decode_market,
+    encode_market,
+    field_to_key,
+    format_ts,
+    from_micros,
+    key_sort_order,
+    key_to_field,
+    market_from_fields,
+    market_key,
+    market_to_dict,
+    normalize_line,
+    normalize_market_id,
+    parse_ts,
+    shown,
+    to_micros,
+    to_utc,
+)
+from availability.model.fastpath import fast_market
+from availability.model.validation import (
+    REJECTION_REASONS,
+    RejectedMarket,
+    ScreenedMarkets,
+    coerce_market,
+    encode_checked,
+    market_from_dict,
+    merge_markets,
+    screen_markets,
+)
+
+__all__ = [
+    "CachedMarket",
+    "CachedSnapshot",
+    "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
+    "coercion_counts",
+    "MarketKey",
+    "normalize_line",
+    "normalize_market_id",
+    "market_key",
+    "key_to_field",
+    "key_sort_order",
+    "field_to_key",
+    "encode_market",
+    "decode_market",
+    "market_from_fields",
+    "market_to_dict",
+    "market_from_dict",
+    "coerce_market",
+    "fast_market",
+    "merge_markets",
+    "REJECTION_REASONS",
+    "RejectedMarket",
+    "ScreenedMarkets",
+    "encode_checked",
+    "screen_markets",
+    "to_utc",
+    "to_micros",
+    "from_micros",
+    "format_ts",
+    "parse_ts",
+]
+
+# importable from here too, as they always were
+_REEXPORTED = (InvalidMarketKey, InvalidScrape, KeyCollision, UTC, _FIELDS, check_text, shown)
