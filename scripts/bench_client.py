@@ -40,6 +40,7 @@ from redis.asyncio.connection import Connection
 from availability.cache import MarketCache, Scrape
 from availability.demo.feed import Feed, FeedConfig
 from availability.model import screen_markets
+from availability.scrape import _digest_reference
 
 
 def _habits(bookmaker: str, rows: list[dict]) -> list[dict]:
@@ -80,7 +81,7 @@ def measure(events: int, cycles: int, rounds: int) -> dict[str, Any]:
 
     def prepare(reference: bool) -> list:
         cache_module.screen_markets = functools.partial(screen_markets, fast=False) if reference else fast_screen
-        cache_module._digest = cache_module._digest_reference if reference else fast_digest
+        cache_module._digest = _digest_reference if reference else fast_digest
         try:
             return [cache._prepare(s) for s in batch]
         finally:

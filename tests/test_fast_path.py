@@ -26,7 +26,8 @@ from realistic import BOOKMAKERS, event_markets, with_hostile
 
 from redis.asyncio.connection import Connection
 
-from availability.cache import MarketCache, _digest, _digest_reference
+from availability.cache import MarketCache
+from availability.scrape import _digest, _digest_reference
 from availability.errors import InvalidScrape
 from availability.model import (
     CachedMarket,

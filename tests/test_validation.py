@@ -13,7 +13,8 @@ import pytest
 
 from factory import T0
 
-from availability.cache import Scrape, _encode
+from availability.cache import Scrape
+from availability.scrape import _encode
 from availability.errors import ConfigurationError, InvalidMarketKey, InvalidScrape, KeyCollision
 from availability.keys import KeySchema, validate_bookmaker
 from availability.model import (

@@ -1,0 +1,224 @@
+"""What a scrape is and what applying it answered (:class:`Scrape`,
+:class:`ScrapeOutcome`), the script's prepared arguments, their digest (what makes an
+exact re-delivery recognisable) and the decoding of a snapshot's hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from availability.logs import get_logger
+from availability.model import (
+    CachedMarket,
+    CachedSnapshot,
+    MarketKey,
+    RejectedMarket,
+    decode_market,
+    encode_checked,
+    from_micros,
+    key_sort_order,
+    key_to_field,
+    parse_ts,
+)
+
+
+log = get_logger("availability.cache")
+
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+STALE = "stale"
+IGNORED_EMPTY = "ignored_empty"
+INVALID = "invalid"
+COLD = "cold"
+ERROR = "error"
+
+
+def _encode(market: CachedMarket, where: str) -> bytes:
+    """:func:`availability.model.encode_checked` (kept under its old name)."""
+    return encode_checked(market, where)
+
+
+# Longest validation message a rejection carries into the change record.
+_MAX_REJECTION_MESSAGE = 1000
+# Rejections named one by one in the log line of one scrape (all are counted).
+_LOGGED_REJECTIONS = 10
+
+
+def _rejections_blob(rejected: Sequence[RejectedMarket]) -> bytes:
+    """The ``rejected`` field of the change record: msgpack list of
+    ``[market field or nil, field, value, reason, message]`` (see records.py)."""
+    if not rejected:
+        return b""
+    return msgpack.packb(
+        [[None if r.key is None else key_to_field(r.key), r.field, r.value, r.reason,
+          r.message[:_MAX_REJECTION_MESSAGE]] for r in rejected],
+        use_bin_type=True,
+    )
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of one event at one bookmaker, as handed to :meth:`MarketCache.apply_batch`.
+
+    ``complete=False`` marks a partial page: its markets are stored, nothing is
+    stamped (a market whose key cannot be read makes a scrape partial too). An empty ``markets`` list stamps nothing unless ``confirmed_empty``
+    says the event really has no markets left (a flaky endpoint returning
+    ``[]`` must not wipe an event).
+    """
+
+    event_id: int
+    bookmaker: str
+    markets: Sequence[Any]
+    scraped_at: datetime
+    complete: bool = True
+    confirmed_empty: bool = False
+    expires_at: datetime | None = None
+    kickoff: datetime | None = None  # the event's start; None: not known (kept as stored)
+
+
+@dataclass(frozen=True)
+class ScrapeOutcome:
+    """What one scrape did.
+
+    ``status`` is ``applied``, ``duplicate`` (this exact scrape -- same event,
+    bookmaker, time and content -- was already the last one applied, e.g. a
+    call retried after its reply was lost: the outcome is what that
+    application did, transitions included, and nothing changed now),
+    ``stale`` (not newer than the last applied
+    scrape: nothing changed), ``ignored_empty`` (an empty list without
+    ``confirmed_empty``: nothing changed), ``invalid`` or ``error`` (see
+    ``error``; nothing written), or ``cold`` (the shard must be warmed first).
+
+    ``rejected`` lists the markets of the scrape that were quarantined (see
+    :class:`~availability.model.RejectedMarket`): not stored, but a market
+    whose key could be read counted as present (never stamped, its last good
+    payload kept). ``partial`` is true when the scrape was applied without
+    stamping anything: the caller said ``complete=False``, or a rejected
+    market's key could not be read (a ``rejected`` entry with ``key=None``).
+    """
+
+    event_id: int | None
+    bookmaker: str | None
+    scraped_at: datetime | None
+    status: str
+    became_unavailable: tuple[MarketKey, ...] = ()
+    became_available: tuple[MarketKey, ...] = ()
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    stream_id: str | None = None
+    last_scraped_at: datetime | None = None
+    error: Exception | None = field(default=None, compare=False)
+    rejected: tuple[RejectedMarket, ...] = ()
+    partial: bool = False
+
+    @property
+    def applied(self) -> bool:
+        return self.status == APPLIED
+
+    @property
+    def stale(self) -> bool:
+        return self.status == STALE
+
+    @property
+    def duplicate(self) -> bool:
+        return self.status == DUPLICATE
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (APPLIED, DUPLICATE, STALE, IGNORED_EMPTY)
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.new or self.changed or self.became_unavailable or self.became_available)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A validated scrape ready for the script, or the outcome it already has."""
+
+    keys: list[str] | None
+    args: list[Any] | None
+    event_id: int | None
+    bookmaker: str | None
+    scraped_at: datetime | None
+    outcome: ScrapeOutcome | None = None
+    rejected: tuple[RejectedMarket, ...] = ()
+    partial: bool = False
+
+
+def _digest(head: list[Any], pairs: list[Any]) -> bytes:
+    """A digest of a scrape's script arguments: equal for an exact re-delivery only.
+
+    Each part length-prefixed (4 bytes, big-endian), hashed in one call over the
+    joined bytes rather than two ``update`` calls per part (the hot path hashes
+    two parts per market): the same digest as :func:`_digest_reference`."""
+    chunks: list[bytes] = []
+    add = chunks.append
+    for part in (*head, *pairs):
+        data = part.encode() if isinstance(part, str) else part
+        add(_LENGTH(len(data)))
+        add(data)
+    return hashlib.blake2b(b"".join(chunks), digest_size=16).hexdigest().encode()
+
+
+_LENGTH = struct.Struct(">I").pack
+
+
+def _digest_reference(head: list[Any], pairs: list[Any]) -> bytes:
+    """The digest as first written, kept as the reference a test compares :func:`_digest` with."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (*head, *pairs):
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(4, "big"))
+        h.update(data)
+    return h.hexdigest().encode()
+
+
+def snapshot_from_hashes(
+    event_id: int,
+    bookmaker: str,
+    meta: dict,
+    markets: dict,
+    stamps: dict,
+    undecodable: list[tuple[int, str, str, str]] | None = None,
+) -> CachedSnapshot:
+    """Decode the three hashes of one (event, bookmaker) into a snapshot.
+
+    A stored entry that does not decode as a market (only a raw write around the
+    script can leave one) is left out, logged by key and appended to
+    ``undecodable`` as ``(event_id, bookmaker, field, error)``; the rest decodes."""
+
+    def ts(name: bytes) -> datetime | None:
+        value = meta.get(name)
+        return parse_ts(value) if value else None
+
+    decoded: list[CachedMarket] = []
+    for field_name, payload in markets.items():
+        stamp = stamps.get(field_name)
+        try:
+            decoded.append(decode_market(payload, parse_ts(stamp) if stamp else None))
+        except Exception as exc:  # msgpack, shape or timestamp errors: report it, read the rest
+            name = field_name.decode(errors="replace") if isinstance(field_name, bytes) else str(field_name)
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("cache.undecodable_market", event_id=event_id, bookmaker=bookmaker, field=name, error=error)
+            if undecodable is not None:
+                undecodable.append((event_id, bookmaker, name, error))
+    decoded.sort(key=lambda m: key_sort_order(m.key))
+    return CachedSnapshot(
+        event_id=event_id,
+        bookmaker=bookmaker,
+        captured_at=ts(b"captured_at"),
+        last_confirmed_at=ts(b"last_confirmed_at"),
+        markets=tuple(decoded),
+        last_scraped_at=ts(b"last_scraped_at"),
+        removed_at=ts(b"removed_at"),
+        last_complete_at=from_micros(meta[b"last_complete_us"]) if meta.get(b"last_complete_us") else None,
+    )
