@@ -237,9 +237,17 @@ async def test_records_delivered_newest_first_still_leave_the_newest_state(cache
 async def test_a_batch_staged_through_copy_writes_the_same_rows(cache, make_flusher, database_url, monkeypatch):
     """Insert-heavy batches go through a binary COPY into a staging table: same rows,
     same times, newest first or not, and a replay still changes nothing."""
-    from availability import storage
+    from availability.storage import batch
 
-    monkeypatch.setattr(storage, "STAGE_MIN_ROWS", 1)
+    staged: list[int] = []
+    stage = batch.stage_markets
+
+    async def counting_stage(conn, rows):
+        staged.append(len(rows.markets))
+        await stage(conn, rows)
+
+    monkeypatch.setattr(batch, "STAGE_MIN_ROWS", 1)
+    monkeypatch.setattr(batch, "stage_markets", counting_stage)
     await cache.apply_scrape(6, "betpawa", [market("1"), market("2", 2.5)], at(0))
     await cache.apply_scrape(6, "sportybet", [market("1", odds=1.5), market("3")], at(1))
     await cache.apply_scrape(6, "betpawa", [market("1", odds=2.0), market("2", 2.5)], at(5))
@@ -250,6 +258,7 @@ async def test_a_batch_staged_through_copy_writes_the_same_rows(cache, make_flus
     stats = await make_flusher(batch_size=1).run_once()
 
     assert stats.records == 4 and stats.dead_letters == 0
+    assert staged, "no batch went through the COPY staging path"
     row = market_rows(database_url)[(None, 6, "1", None)]
     assert row["outcomes"][0]["odds"] == 2.0 and row["unavailable_at"] == at(10)
     assert (row["captured_at"], row["last_confirmed_at"]) == (at(5), at(5))
