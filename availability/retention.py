@@ -20,7 +20,7 @@ per transaction), and writes one tombstone per event into
 * a flusher that got its locks first commits first, and the prune's deletes
   (statements that start after its locks are granted) see and remove its rows;
 * a flusher that waits for a prune's locks then reads the tombstones and
-  leaves every row of those events out (:func:`without_events`), so a late
+  leaves every row of those events out (:func:`availability.rows.without_events`), so a late
   record never brings half an event back. Its records are still acknowledged:
   for a pruned event there is nothing left to write.
 
@@ -48,7 +48,6 @@ import psycopg
 
 from availability.db.engine import is_schema_error, libpq_url, schema_not_ready
 from availability.errors import ConfigurationError
-from availability.rows import without_events  # noqa: F401 - part of this module's interface
 from availability.logs import get_logger
 from availability.model import from_micros, to_micros
 
@@ -61,7 +60,6 @@ __all__ = [
     "prune",
     "prune_redis",
     "pruned_among",
-    "without_events",
     "PAST_RETENTION_SQL",
 ]
 

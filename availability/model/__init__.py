@@ -10,10 +10,8 @@ of the common shape. Everything is importable from ``availability.model``.
 
 from availability.errors import InvalidMarketKey, InvalidScrape, KeyCollision
 from availability.model.core import (
-    _FIELDS,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
-    UTC,
     CachedMarket,
     CachedSnapshot,
     MarketKey,
@@ -49,6 +47,11 @@ from availability.model.validation import (
 )
 
 __all__ = [
+    "InvalidMarketKey",
+    "InvalidScrape",
+    "KeyCollision",
+    "check_text",
+    "shown",
     "CachedMarket",
     "CachedSnapshot",
     "MAX_ID_LENGTH",
@@ -80,6 +83,3 @@ __all__ = [
     "format_ts",
     "parse_ts",
 ]
-
-# importable from here too, as they always were
-_REEXPORTED = (InvalidMarketKey, InvalidScrape, KeyCollision, UTC, _FIELDS, check_text, shown)
