@@ -34,7 +34,7 @@ Baselines, in the same run:
 
 PostgreSQL runs with ``fsync``, ``synchronous_commit`` and
 ``full_page_writes`` on (production durability). By default both servers are
-throwaway ones of our own (availability.servers), so WAL and CPU figures are
+throwaway ones of our own (availability.harness), so WAL and CPU figures are
 ours alone; ``--redis-url`` / ``--database-url`` use given servers instead (a
 scratch database created and dropped, ``synchronous_commit`` set on for it;
 WAL is server-wide there, so other clients' writes count too).
@@ -313,7 +313,7 @@ class Servers:
 
     def __enter__(self) -> "Servers":
         from availability.db.migrate import upgrade
-        from availability.servers import PostgresServer, RedisServer, create_database, drop_database
+        from availability.harness import PostgresServer, RedisServer, create_database, drop_database
 
         try:
             if self.redis_url is None:
