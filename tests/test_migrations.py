@@ -28,12 +28,12 @@ from availability.db.models import Base, MarketOdds
 from availability.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAD = "0006"
+HEAD = "0007"
 
 MARKET_TABLES = ("market_odds", "competitor_market_odds")
 ALL_TABLES = {
     "market_odds", "competitor_market_odds", "market_availability_history", "availability_snapshots",
-    "availability_fences", "market_rejections", "availability_pruned_events",
+    "availability_fences", "market_rejections", "availability_pruned_events", "availability_settings",
 }
 
 
@@ -279,6 +279,45 @@ def test_revision_0006_derives_last_confirmed_at_and_downgrade_writes_it_back(em
         assert conn.execute("SELECT to_regclass('market_odds_confirmed')").fetchone() == (None,)
     migrate.upgrade(url, "head")
     migrate.check(url)
+
+
+def _home_snapshots(conn: psycopg.Connection) -> None:
+    """Market 1 of event 1, seen at T0; complete scrapes of event 1 confirmed it at
+    T0+5 min by ``betpawa`` and at T0+10 min by ``homebook``."""
+    _insert(conn, "market_odds", _market_row(1, "1", None))
+    conn.execute("INSERT INTO availability_snapshots (event_id, bookmaker, last_scraped_at, last_complete_at)"
+                 " VALUES (1, 'betpawa', %s, %s), (1, 'homebook', %s, %s)",
+                 (T0 + timedelta(minutes=5),) * 2 + (T0 + timedelta(minutes=10),) * 2)
+
+
+def test_revision_0007_joins_the_configured_home_bookmaker(empty_database_url):
+    """``market_odds_confirmed`` derives ``last_confirmed_at`` from the home
+    bookmaker's snapshot: ``betpawa`` unless ``upgrade(home_bookmaker=...)`` (what
+    ``availability migrate`` does with AVAILABILITY_HOME_BOOKMAKER) recorded another.
+    Revision 0006 hard-coded ``'betpawa'``; downgrading puts that back."""
+    url = empty_database_url
+    migrate.upgrade(url, "0006")
+    with _connect(url) as conn:
+        _home_snapshots(conn)
+    migrate.upgrade(url)
+    assert migrate.home_bookmaker(url) == "betpawa"
+    view = "SELECT last_confirmed_at FROM market_odds_confirmed"
+    with _connect(url) as conn:
+        assert conn.execute(view).fetchall() == [(T0 + timedelta(minutes=5),)]
+    migrate.upgrade(url, home_bookmaker="homebook")
+    assert migrate.home_bookmaker(url) == "homebook"
+    with _connect(url) as conn:
+        assert conn.execute(view).fetchall() == [(T0 + timedelta(minutes=10),)]
+    migrate.check(url)
+    migrate.downgrade(url, "0006")
+    assert migrate.home_bookmaker(url) is None
+    with _connect(url) as conn:
+        assert conn.execute(view).fetchall() == [(T0 + timedelta(minutes=5),)]
+    with pytest.raises(ValueError, match="home_bookmaker"):
+        migrate.upgrade(url, "0006", home_bookmaker="homebook")  # 0006 has no settings table
+    with pytest.raises(Exception, match="bookmaker"):
+        migrate.upgrade(url, home_bookmaker="")  # validated before anything runs
+    assert migrate.current(url) == "0006"
 
 
 def test_downgrade_to_base_and_back(empty_database_url):
@@ -562,11 +601,11 @@ def _with_password(url: str) -> tuple[str, str]:
 def test_alembic_command_line_from_the_repository_root(empty_database_url):
     url, secret = _with_password(libpq_url(empty_database_url))
     steps = [
-        (["upgrade", "head"], "Running upgrade 0005 -> 0006"),
+        (["upgrade", "head"], "Running upgrade 0006 -> 0007"),
         (["check"], "No new upgrade operations detected"),
-        (["downgrade", "-1"], "Running downgrade 0006 -> 0005"),
-        (["current"], "0005"),
-        (["upgrade", "head"], "Running upgrade 0005 -> 0006"),
+        (["downgrade", "-1"], "Running downgrade 0007 -> 0006"),
+        (["current"], "0006"),
+        (["upgrade", "head"], "Running upgrade 0006 -> 0007"),
         (["check"], "No new upgrade operations detected"),
     ]
     for args, expected in steps:

@@ -61,6 +61,17 @@ def test_migrate_prints_no_alembic_plugin_lines(database_url: str) -> None:
     assert result.stdout.startswith("migrated ")
 
 
+def test_migrate_records_the_configured_home_bookmaker(empty_database_url: str) -> None:
+    """The view market_odds_confirmed joins the home bookmaker's snapshots: `migrate`
+    records AVAILABILITY_HOME_BOOKMAKER in the database (revision 0007)."""
+    from availability.db import migrate
+
+    result = availability("--database-url", empty_database_url, "migrate", AVAILABILITY_HOME_BOOKMAKER="homebook")
+    assert result.returncode == 0, result.stderr
+    assert "home bookmaker homebook" in result.stdout
+    assert migrate.home_bookmaker(empty_database_url) == "homebook"
+
+
 # ---------------------------------------------------------------- a mistyped prefix or event
 
 

@@ -17,19 +17,22 @@ from availability.logs import redact_url
 @click.command()
 @pass_app
 def migrate(app: App) -> None:
-    """Upgrade the PostgreSQL schema to the latest revision (alembic upgrade head)."""
+    """Upgrade the PostgreSQL schema to the latest revision (alembic upgrade head).
+
+    Also records the home bookmaker (AVAILABILITY_HOME_BOOKMAKER) in the database:
+    the view market_odds_confirmed joins that bookmaker's snapshots."""
     import sqlalchemy.exc
 
     from availability.db.migrate import upgrade
 
     url = app.database_url
     try:
-        upgrade(url, "head")
+        upgrade(url, "head", home_bookmaker=app.settings.home_bookmaker)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         if isinstance(exc, sqlalchemy.exc.OperationalError):
             raise  # unreachable: translated by main()
         raise Failure(f"migration failed on {redact_url(url)}: {one_line(exc)}") from None
-    click.echo(f"migrated {redact_url(url)} to head")
+    click.echo(f"migrated {redact_url(url)} to head (home bookmaker {app.settings.home_bookmaker})")
 
 
 

@@ -175,11 +175,60 @@ def _locked(database_url: str, run: Any) -> None:
         engine.dispose()
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+# the settings row of revision 0007, written when the upgrade ends at or past it
+HOME_BOOKMAKER_SQL = """
+INSERT INTO availability_settings AS s (name, value) VALUES ('home_bookmaker', :value)
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+WHERE s.value IS DISTINCT FROM EXCLUDED.value
+"""
+
+
+def upgrade(database_url: str, revision: str = "head", *, home_bookmaker: str | None = None) -> None:
     """Upgrade the database to ``revision`` (default: the latest); safe to run
-    from several processes at once."""
+    from several processes at once.
+
+    ``home_bookmaker`` (``availability migrate`` passes
+    ``AVAILABILITY_HOME_BOOKMAKER``) is recorded in ``availability_settings``
+    (revision 0007), in the same transaction: the view ``market_odds_confirmed``
+    joins that bookmaker's snapshots. ``None`` leaves the stored value (``betpawa``
+    on a new database)."""
+    from sqlalchemy import text
+
+    from availability.keys import validate_bookmaker
+
+    if home_bookmaker is not None:
+        home_bookmaker = validate_bookmaker(home_bookmaker)
     log.info("alembic upgrade %s on %s", revision, redact_url(database_url))
-    _locked(database_url, lambda config: command.upgrade(config, revision))
+
+    def run(config: Config) -> None:
+        command.upgrade(config, revision)
+        if home_bookmaker is None:
+            return
+        connection = config.attributes["connection"]
+        exists = connection.execute(text("SELECT to_regclass('availability_settings')")).scalar()
+        if exists is None:
+            raise ValueError(
+                f"home_bookmaker: revision {revision!r} has no availability_settings table (revision 0007 adds it)"
+            )
+        connection.execute(text(HOME_BOOKMAKER_SQL), {"value": home_bookmaker})
+
+    _locked(database_url, run)
+
+
+def home_bookmaker(database_url: str) -> str | None:
+    """The home bookmaker the database records (revision 0007), or ``None`` before it."""
+    from sqlalchemy import text
+
+    engine = create_engine(database_url, poolclass=_null_pool())
+    try:
+        with engine.connect() as connection:
+            if connection.execute(text("SELECT to_regclass('availability_settings')")).scalar() is None:
+                return None
+            return connection.execute(
+                text("SELECT value FROM availability_settings WHERE name = 'home_bookmaker'")
+            ).scalar()
+    finally:
+        engine.dispose()
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "AvailabilityFence",
     "MarketRejection",
     "AvailabilityPrunedEvent",
+    "AvailabilitySetting",
     "LAST_CONFIRMED_SQL",
 ]
 
@@ -307,6 +308,25 @@ class MarketRejection(Base):
             f"betpawa_market_id={self.betpawa_market_id!r}, line={self.line!r}, field={self.field!r}, "
             f"reason={self.reason!r}, times={self.times!r})"
         )
+
+
+class AvailabilitySetting(Base):
+    """Settings of the deployment that the database itself needs (revision 0007).
+
+    ``home_bookmaker``: whose snapshots the view ``market_odds_confirmed``
+    joins (``market_odds`` holds that bookmaker's markets). Written by
+    ``availability migrate`` from ``AVAILABILITY_HOME_BOOKMAKER``
+    (:func:`availability.db.migrate.upgrade` with ``home_bookmaker=``).
+    """
+
+    __tablename__ = "availability_settings"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = _tstz(False, server_default=func.now())
+
+    def __repr__(self) -> str:
+        return f"AvailabilitySetting(name={self.name!r}, value={self.value!r})"
 
 
 class AvailabilityPrunedEvent(Base):
