@@ -251,16 +251,21 @@ class ChangeStreams:
 
     async def refresh_gauges(self) -> None:
         """Set the per-shard lag (undelivered) and pending (unacknowledged) gauges."""
-        for shard, figures in (await backlog(self.client, self.keys, self.streams.values())).items():
+        for shard, figures in (await backlog(self.client, self.keys, self.streams.values(), self.group)).items():
             metrics.PENDING_RECORDS.labels(str(shard)).set(figures["pending"])
             metrics.LAG_RECORDS.labels(str(shard)).set(figures["lag"])
 
 
-async def backlog(client: Any, keys: KeySchema, shards: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
-    """Per shard: stream length, and over its consumer groups the records not
-    yet delivered (``lag``) and delivered but not acknowledged (``pending``).
+async def backlog(
+    client: Any, keys: KeySchema, shards: Iterable[int] | None = None, group: str = GROUP
+) -> dict[int, dict[str, Any]]:
+    """Per shard: stream length, and of the consumer group ``group`` (the
+    flushers') the records not yet delivered (``lag``) and delivered but not
+    acknowledged (``pending``); ``groups`` names every group of the stream.
 
-    Without a consumer group (no flusher ever ran) every record is lag.
+    Without that group (no flusher ever ran) every record is lag. Other groups
+    (subscribers, :mod:`availability.subscribe`) do not count: a slow subscriber
+    is not a flusher backlog, and has figures of its own.
     """
     shards = list(keys.all_shards() if shards is None else shards)
     pipe = client.pipeline(transaction=False)
@@ -277,16 +282,16 @@ async def backlog(client: Any, keys: KeySchema, shards: Iterable[int] | None = N
                 groups = await client.xinfo_groups(keys.changes(s))
             except ResponseError:  # the stream vanished between XLEN and XINFO
                 groups = []
-        lag = pending = 0
+        lag, pending = length, 0
         names = []
         for g in groups:
             g = {_text(k): v for k, v in g.items()}
             names.append(_text(g.get("name")))
-            pending += int(g.get("pending") or 0)
+            if names[-1] != group:
+                continue
+            pending = int(g.get("pending") or 0)
             group_lag = g.get("lag")
             # lag is unknown (None) after entries were deleted mid-stream; count the stream then
-            lag = max(lag, length if group_lag is None else int(group_lag))
-        if not groups:
-            lag = length
+            lag = length if group_lag is None else int(group_lag)
         out[s] = {"stream_length": length, "lag": lag, "pending": pending, "dead_letters": dead, "groups": names}
     return out

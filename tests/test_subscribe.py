@@ -152,6 +152,31 @@ async def test_a_subscriber_beyond_its_max_lag_is_reported_and_trimmed_past(cach
     assert held[0].at == T0 + timedelta(minutes=5)
 
 
+async def test_a_slow_subscriber_is_not_counted_as_flusher_lag(cache, database_url):
+    """`stats` lag/pending and the flusher's gauges are the flushers' group only: a
+    subscriber that read nothing (lag) or acknowledged nothing (pending) has its own
+    line, and does not make a drained flusher look behind."""
+    slow = Subscription(cache, GROUP, consumer="slow", block_ms=100, max_lag=1000)
+    await slow.register()
+    await transitions(cache, 10, T0)
+    await take(slow, 2)  # read, never acknowledged
+    shard = 10 % SHARDS
+    before = (await ops.shard_stats(cache, memory_samples=0))["per_shard"][shard]
+    assert (before["lag"], before["pending"]) == (4, 0)  # no flusher yet: every record is lag
+    async with Flusher(cache, database_url, block_ms=50) as flusher:
+        await flusher.run_once()
+        stats = await ops.shard_stats(cache, memory_samples=0)
+        row = stats["per_shard"][shard]
+        assert (row["lag"], row["pending"]) == (0, 0), row
+        assert stats["totals"]["lag"] == 0 and stats["totals"]["pending"] == 0
+        assert set(row["groups"]) == {"flushers", GROUP}
+        assert row["stream_length"] > 0 and stats["subscribers"][GROUP]["backlog"] > 0  # what it holds back
+        await flusher.refresh_gauges()
+    from availability import metrics
+    assert metrics.LAG_RECORDS.labels(str(shard))._value.get() == 0
+    assert metrics.PENDING_RECORDS.labels(str(shard))._value.get() == 0
+
+
 async def test_unregister_removes_the_group_and_its_hold(cache, database_url):
     sub = Subscription(cache, GROUP, block_ms=100)
     await sub.register()
