@@ -13,6 +13,7 @@ and the slot of every key with ``CLUSTER KEYSLOT``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -269,6 +270,38 @@ async def test_cold_shards_are_refused_on_a_cluster(redis_cluster, key_prefix):
     finally:
         await cache.close()
         await _delete_prefix_on_every_node(redis_cluster.urls, prefix)
+
+
+async def test_subscribe_on_a_cluster_gets_every_transition_of_every_master(cluster_cache):
+    """A subscriber group on a cluster: one XREADGROUP per shard stream (one slot per
+    call), every transition of events spread over the three masters arrives once,
+    and what was acknowledged is not delivered again to a restarted consumer."""
+    from availability.subscribe import Subscription
+
+    cache = cluster_cache
+    events = EVENTS[:SHARDS]  # one event per shard: every master has some
+    sub = Subscription(cache, "alerting", consumer="c1", block_ms=50)
+    await sub.register()
+    gone = [market("1", None, 1.5), market("77", 2.5, 1.9)]
+    kept = gone[:1]
+    await cache.apply_batch([Scrape(e, "sportybet", gone, at(0, e)) for e in events])
+    await cache.apply_batch([Scrape(e, "sportybet", kept, at(1, e)) for e in events])  # 77@2.5 gone
+    await cache.apply_batch([Scrape(e, "sportybet", gone, at(2, e)) for e in events])  # and back
+    got = []
+    while len(got) < 2 * len(events):
+        change = await asyncio.wait_for(sub.__anext__(), 30)  # a guard, not a timing assertion
+        got.append(change)
+        await sub.ack(change)
+    assert sorted((c.event_id, c.field, c.transition, c.at) for c in got) == sorted(
+        [(e, "77@2.5", "became_unavailable", at(1, e)) for e in events]
+        + [(e, "77@2.5", "became_available", at(2, e)) for e in events]
+    )
+    assert {c.shard for c in got} == set(range(SHARDS))
+    again = Subscription(cache, "alerting", consumer="c1", block_ms=50)
+    await cache.apply_batch([Scrape(events[0], "sportybet", kept, at(3, events[0]))])
+    nxt = await asyncio.wait_for(again.__anext__(), 30)
+    assert (nxt.event_id, nxt.field, nxt.transition) == (events[0], "77@2.5", "became_unavailable")
+    await sub.unregister()
 
 
 async def test_a_large_batch_on_one_node_stays_within_the_connection_pool(redis_cluster, key_prefix):
