@@ -4,6 +4,8 @@
 * :func:`cached_market`: a :class:`CachedMarket` with every field spelled out
   by keyword, so each test file's ``market()`` says only what makes its
   markets different (outcome names, groups, handicap fields).
+* :func:`scraped_market`: a market as a scraper hands it over (a plain ``dict``),
+  two active outcomes, for tests where only the key and the odds matter.
 * :func:`warm_cache`: the cache most tests start from, marked ready; the
   ``cache`` fixture of ``conftest.py`` builds it with the test module's
   ``SHARDS`` (16 when the module sets none).
@@ -19,7 +21,7 @@ from availability.cache import MarketCache
 from availability.keys import DEFAULT_SHARDS
 from availability.model import CachedMarket
 
-__all__ = ["T0", "UTC", "Outcome", "at", "cached_market", "warm_cache"]
+__all__ = ["T0", "UTC", "Outcome", "at", "cached_market", "scraped_market", "warm_cache"]
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -31,6 +33,12 @@ Outcome = tuple[str, float, bool]
 def at(minutes: float) -> datetime:
     """``minutes`` after :data:`T0`."""
     return T0 + timedelta(minutes=minutes)
+
+
+def scraped_market(market_id: str, line: float | None = None, odds: float = 1.85) -> dict:
+    """``{"betpawa_market_id": ..., "line": ..., "outcomes": [1 @ odds, 2 @ 2.1]}``, named ``Market <id>``."""
+    return {"betpawa_market_id": market_id, "betpawa_market_name": f"Market {market_id}", "line": line,
+            "outcomes": [{"name": "1", "odds": odds, "is_active": True}, {"name": "2", "odds": 2.1, "is_active": True}]}
 
 
 def cached_market(

@@ -14,6 +14,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from factory import scraped_market as mk
 
 from availability import retention
 from availability.alerts import EventAlert, count_events_with_unavailable, redis_alerts
@@ -26,11 +27,6 @@ UTC = timezone.utc
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 SHARDS = 4
 BOOKMAKERS = ("betpawa", "sportybet", "bet9ja")
-
-
-def mk(market_id: str, line: float | None = None, odds: float = 1.85) -> dict:
-    return {"betpawa_market_id": market_id, "betpawa_market_name": f"Market {market_id}", "line": line,
-            "outcomes": [{"name": "1", "odds": odds, "is_active": True}, {"name": "2", "odds": 2.1, "is_active": True}]}
 
 
 MARKETS = [mk("1"), mk("18", 2.5), mk("18", 3.5), mk("14", 0.0), mk("14", None), mk("77")]

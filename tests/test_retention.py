@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from factory import scraped_market as mk
 
 from availability import retention
 from availability.cache import MarketCache, Scrape
@@ -29,11 +30,6 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 SHARDS = 4
 BM = "betpawa"
 OLD, RECENT, UNKNOWN, OLD2 = 101, 102, 103, 105  # kickoff 20 days ago, 2 days ago, none, 30 days ago
-
-
-def mk(market_id: str, line: float | None = None, odds: float = 1.85) -> dict:
-    return {"betpawa_market_id": market_id, "betpawa_market_name": f"Market {market_id}", "line": line,
-            "outcomes": [{"name": "1", "odds": odds, "is_active": True}, {"name": "2", "odds": 2.1, "is_active": True}]}
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from factory import scraped_market as mk
 
 from availability import ops
 from availability.cache import MarketCache
@@ -18,11 +19,6 @@ T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 KICKOFF = T0 + timedelta(hours=3)
 SHARDS = 2
 GROUP = "alerting"
-
-
-def mk(market_id: str, line: float | None = None, odds: float = 1.85) -> dict:
-    return {"betpawa_market_id": market_id, "betpawa_market_name": f"Market {market_id}", "line": line,
-            "outcomes": [{"name": "1", "odds": odds, "is_active": True}, {"name": "2", "odds": 2.1, "is_active": True}]}
 
 
 @pytest.fixture
