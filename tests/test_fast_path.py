@@ -281,6 +281,8 @@ def _clean_set_is_clean() -> None:
     assert all(type(line) is float and math.isfinite(line) and text == "@" + repr(line)
                and math.copysign(1, line) == math.copysign(1, line + 0.0)  # no -0.0
                for line, text in fastpath._LINE_TEXT.items())
+    assert all(type(odds) in (str, Decimal) and type(number) is float and number == fastpath._fast_odds(odds)
+               for odds, number in fastpath._ODDS.items())
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -291,6 +293,7 @@ def test_fast_payload_is_fast_market(raw: Any, cold: bool) -> None:
     if cold:
         fastpath._CLEAN.clear()
         fastpath._LINE_TEXT.clear()
+        fastpath._ODDS.clear()
     before = coercion_counts["empty_market_name"]
     lean = fast_payload(raw)
     again = fast_payload(raw)  # now every clean text of it is remembered
@@ -381,11 +384,14 @@ def test_realistic_scrapes_take_the_lean_path_and_match(bookmaker: str, strict: 
 def test_the_clean_text_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastpath, "_CLEAN", set())
     monkeypatch.setattr(fastpath, "_LINE_TEXT", {})
+    monkeypatch.setattr(fastpath, "_ODDS", {})
     monkeypatch.setattr(fastpath, "_CLEAN_LIMIT", 10)
     for i in range(25):
-        assert fast_payload({"betpawa_market_id": f"m{i}", "line": i + 0.5, "outcomes": []}) is not None
-        assert len(fastpath._CLEAN) <= 10 and len(fastpath._LINE_TEXT) <= 10
+        outcomes = [{"name": f"o{i}", "odds": f"{i + 1}.5"}, {"name": "x", "odds": Decimal(f"{i + 1}.25")}]
+        assert fast_payload({"betpawa_market_id": f"m{i}", "line": i + 0.5, "outcomes": outcomes}) is not None
+        assert len(fastpath._CLEAN) <= 10 and len(fastpath._LINE_TEXT) <= 10 and len(fastpath._ODDS) <= 10
     assert "m24" in fastpath._CLEAN and fastpath._LINE_TEXT[24.5] == "@24.5"
+    assert fastpath._ODDS["25.5"] == 25.5 and fastpath._ODDS[Decimal("25.25")] == 25.25
 
 
 # ---------------------------------------------------------------- the script arguments, whole

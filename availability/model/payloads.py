@@ -5,7 +5,7 @@
 rows, encode) reduced to what the script call carries -- each stored market's
 field (``key_to_field``) and payload, the held keys and the rejections -- without
 building a ``CachedMarket`` per market. Markets of the common shape go through
-:func:`~availability.model.fastpath.fast_payload`; only rows sharing a key are
+:func:`~availability.model.fastpath.fast_payloads`; only rows sharing a key are
 built as objects (``fast_market``) and merged by the reference
 :func:`~availability.model.merge_markets`. Any row the fast path declines (or a
 market list that is not a ``list``/``tuple``) sends the whole scrape through
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from availability.errors import InvalidScrape, KeyCollision
 from availability.model.core import MarketKey, coercion_counts, key_to_field
-from availability.model.fastpath import fast_market, fast_payload
+from availability.model.fastpath import fast_market, fast_payloads
 from availability.model.validation import (
     RejectedMarket,
     ScreenedMarkets,
@@ -68,15 +68,9 @@ def screen_payloads(raw: Iterable[Any], where: str, *, strict: bool = False) -> 
         return _of(screen_markets(raw, where, strict=strict))
     fields: list[str] = []
     payloads: list[bytes] = []
-    empty = 0
-    for row in raw:
-        done = fast_payload(row)
-        if done is None:  # anything unusual: the reference words it (fast_market for the other rows)
-            return _of(screen_markets(raw, where, strict=strict))
-        fields.append(done[0])
-        payloads.append(done[1])
-        if done[2]:
-            empty += 1
+    empty = fast_payloads(raw, fields, payloads)
+    if empty < 0:  # a row declined, anything unusual: the reference words it (fast_market for the other rows)
+        return _of(screen_markets(raw, where, strict=strict))
     first = dict(zip(fields, payloads))  # keeps each field's first position, and its last payload
     if len(first) == len(fields):
         if empty:
