@@ -37,7 +37,7 @@ from availability.model import (
     from_micros,
     key_sort_order,
     key_to_field,
-    screen_markets,
+    screen_payloads,
     to_micros,
     to_utc,
 )
@@ -53,7 +53,7 @@ from availability.scrape import (  # noqa: F401 - the statuses and helpers are i
     STALE,
     Scrape,
     ScrapeOutcome,
-    _digest,
+    _digest_fields,
     _LOGGED_REJECTIONS,
     _Prepared,
     _rejections_blob,
@@ -203,7 +203,7 @@ class MarketCache(OperatorReads):
             # one bad market is quarantined (or, strict, refuses the scrape: KeyCollision for
             # two markets with one key); encoded here, inside the try, so a market that cannot
             # be encoded never raises out of apply_batch for the whole batch
-            screened = screen_markets(raw, where, strict=strict)
+            screened = screen_payloads(raw, where, strict=strict)
             if scrape.confirmed_empty and screened.rows:
                 raise InvalidScrape(
                     f"confirmed_empty: True but {screened.rows} markets were given for {where}"
@@ -213,7 +213,7 @@ class MarketCache(OperatorReads):
             bookmaker_ = scrape.bookmaker if isinstance(scrape.bookmaker, str) else None
             return _Prepared(None, None, event, bookmaker_, None,
                              ScrapeOutcome(event, bookmaker_, None, INVALID, error=exc))
-        merged, held, rejected = screened.markets, screened.held, screened.rejected
+        held, rejected = screened.held, screened.rejected
         if mode == "removed":
             completeness = "empty"
         elif not screened.rows:
@@ -221,14 +221,14 @@ class MarketCache(OperatorReads):
                 return _Prepared(None, None, event_id, bookmaker, scraped_at,
                                  ScrapeOutcome(event_id, bookmaker, scraped_at, IGNORED_EMPTY))
             completeness = "empty"
-        elif not scrape.complete or screened.key_unreadable or not (merged or held):
+        elif not scrape.complete or screened.key_unreadable or not (screened.fields or held):
             # (no market whose key could be read: applied with none, so the rejections are recorded)
             completeness = "partial"
         else:
             completeness = "complete"
         # a held market goes to the script with an empty payload: present, stored payload kept
-        fields = [key_to_field(k) for k in merged] + [key_to_field(k) for k in held]
-        payloads = [screened.payloads[k] for k in merged] + [b""] * len(held)
+        fields = screened.fields + [key_to_field(k) for k in held]
+        payloads = screened.payloads + [b""] * len(held)
         head: list[Any] = [
             mode,
             str(event_id),
@@ -240,12 +240,11 @@ class MarketCache(OperatorReads):
             msgpack.packb(fields, use_bin_type=True),
         ]
         rejected_blob = _rejections_blob(rejected)
-        pairs: list[Any] = []
-        for field_name, payload in zip(fields, payloads):
-            pairs.append(field_name)
-            pairs.append(payload)
-        args = [*head, _digest([*head, rejected_blob, kickoff_us], pairs), rejected_blob, str(len(fields)), *pairs,
-                kickoff_us]
+        pairs: list[Any] = [b""] * (2 * len(fields))  # field, payload, field, payload...
+        pairs[0::2] = fields
+        pairs[1::2] = payloads
+        args = [*head, _digest_fields([*head, rejected_blob, kickoff_us], fields, payloads), rejected_blob,
+                str(len(fields)), *pairs, kickoff_us]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at, rejected=rejected,
                          partial=completeness == "partial")

@@ -71,7 +71,7 @@ class HiredisPacking:
     def pack_command(self, *args: Any) -> list[bytes]:
         encoder = self.encoder  # type: ignore[attr-defined]
         if (encoder.encoding == "utf-8" and encoder.encoding_errors == "strict"
-                and all(type(a) in _PLAIN for a in args)):
+                and _PLAIN.issuperset(map(type, args))):  # one C loop, not a generator per argument
             if type(args[0]) is str:
                 args = (*args[0].encode().split(), *args[1:])
             elif b" " in args[0]:

@@ -9,10 +9,12 @@ synthetic scrapes with the production profile (``availability.demo.feed``:
 habits (Bet9ja: odds as text and ``is_active`` as ``0``/``1``; BetPawa: odds as
 ``Decimal``).
 
-* reference: ``screen_markets(fast=False)`` (``coerce_market`` +
-  ``encode_market`` for every market) and the digest as first written;
-* fast: what ``MarketCache`` runs (``model.fast_market`` for the common shape,
-  the reference for anything else);
+* reference: ``screen_payloads_reference`` (``screen_markets(fast=False)``:
+  ``coerce_market`` + ``encode_market`` for every market) and the digest as
+  first written;
+* fast: what ``MarketCache`` runs (``model.screen_payloads``: ``fast_payload``
+  for the common shape, ``fast_market`` + ``merge_markets`` for split rows, the
+  reference for anything else; ``_digest_fields``);
 * packing: redis-py's Python ``pack_command`` against hiredis's
   (``redis_adapter.HiredisPacking``, which ``MarketCache.from_url`` installs).
 
@@ -39,8 +41,8 @@ from redis.asyncio.connection import Connection
 
 from availability.cache import MarketCache, Scrape
 from availability.demo.feed import Feed, FeedConfig
-from availability.model import screen_markets
-from availability.scrape import _digest_reference
+from availability.model import screen_payloads_reference
+from availability.scrape import _digest_fields_reference
 
 
 def _habits(bookmaker: str, rows: list[dict]) -> list[dict]:
@@ -77,15 +79,15 @@ def measure(events: int, cycles: int, rounds: int) -> dict[str, Any]:
     connections = {"hiredis": pool.make_connection(), "python": Connection(**pool.connection_kwargs)}
     batch = scrapes(events, cycles)
     markets = sum(len(s.markets) for s in batch)
-    fast_screen, fast_digest = cache_module.screen_markets, cache_module._digest
+    fast_screen, fast_digest = cache_module.screen_payloads, cache_module._digest_fields
 
     def prepare(reference: bool) -> list:
-        cache_module.screen_markets = functools.partial(screen_markets, fast=False) if reference else fast_screen
-        cache_module._digest = _digest_reference if reference else fast_digest
+        cache_module.screen_payloads = screen_payloads_reference if reference else fast_screen
+        cache_module._digest_fields = _digest_fields_reference if reference else fast_digest
         try:
             return [cache._prepare(s) for s in batch]
         finally:
-            cache_module.screen_markets, cache_module._digest = fast_screen, fast_digest
+            cache_module.screen_payloads, cache_module._digest_fields = fast_screen, fast_digest
 
     ref_prepared, fast_prepared = prepare(True), prepare(False)
     same = [(p.keys, p.args) for p in ref_prepared] == [(p.keys, p.args) for p in fast_prepared]

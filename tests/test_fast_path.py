@@ -8,6 +8,12 @@ included) or give the reference's market, key, bytes and ``coercion_counts``;
 and ``screen_markets(fast=True)`` must give ``screen_markets(fast=False)``'s
 markets, payloads, held keys and rejections (field, value, reason, message),
 or raise the same exception.
+
+The leaner path ``MarketCache`` runs, ``model.fast_payload`` (field and bytes,
+no objects) and ``model.screen_payloads`` (split rows merged, anything unusual
+to the reference), must give the same, and ``MarketCache._prepare`` must send
+exactly what the reference ``_prepare`` sent (``tests/reference_prepare.py``):
+every script argument, the digest included, for arbitrary scrapes.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from hypothesis import strategies as st
 
 from factory import T0
 from realistic import BOOKMAKERS, event_markets, with_hostile
+from reference_prepare import reference_prepare
 
 from redis.asyncio.connection import Connection
 
-from availability.cache import MarketCache
-from availability.scrape import _digest, _digest_reference
+from availability.cache import MarketCache, Scrape
+from availability.scrape import _digest, _digest_fields, _digest_fields_reference, _digest_reference
 from availability.errors import InvalidScrape
 from availability.model import (
     CachedMarket,
@@ -35,8 +42,13 @@ from availability.model import (
     coercion_counts,
     encode_market,
     fast_market,
+    fast_payload,
+    key_to_field,
     screen_markets,
+    screen_payloads,
+    screen_payloads_reference,
 )
+from availability.model import fastpath
 from availability.redis_adapter import HiredisPacking, _with_hiredis_packing
 
 # text that exercises every text rule: bounds, surrounding spaces, controls (C0, DEL, C1),
@@ -247,6 +259,204 @@ def test_realistic_scrapes_take_the_fast_path_and_match(bookmaker: str, strict: 
        st.lists(st.binary(max_size=300), max_size=8))
 def test_digest_is_the_reference(head: list, pairs: list) -> None:
     assert _digest(head, pairs) == _digest_reference(head, pairs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=5), st.binary(max_size=40)), max_size=8),
+       st.lists(st.tuples(st.text(alphabet=st.characters(codec="utf-8"), max_size=12), st.binary(max_size=300)),
+                max_size=8))
+def test_digest_of_fields_is_the_reference(head: list, pairs: list) -> None:
+    fields, payloads = [f for f, _ in pairs], [p for _, p in pairs]
+    assert _digest_fields(head, fields, payloads) == _digest_fields_reference(head, fields, payloads)
+    assert _digest_fields(head, fields, payloads) == _digest(head, [x for pair in pairs for x in pair])
+
+
+# ---------------------------------------------------------------- the lean path: fields and bytes, no objects
+
+
+def _clean_set_is_clean() -> None:
+    """Every text the lean path remembers as clean passes every text rule (a market id's)."""
+    assert all(type(t) is str and 0 < len(t) <= 200 and t.isprintable() and t == t.strip()
+               for t in fastpath._CLEAN)
+    assert all(type(line) is float and math.isfinite(line) and text == "@" + repr(line)
+               and math.copysign(1, line) == math.copysign(1, line + 0.0)  # no -0.0
+               for line, text in fastpath._LINE_TEXT.items())
+    assert all(type(odds) in (str, Decimal) and type(number) is float and number == fastpath._fast_odds(odds)
+               for odds, number in fastpath._ODDS.items())
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(markets, st.booleans())
+def test_fast_payload_is_fast_market(raw: Any, cold: bool) -> None:
+    """``fast_payload`` declines what ``fast_market`` declines, and otherwise gives its
+    field, bytes and count -- whether the text it meets was seen before or not."""
+    if cold:
+        fastpath._CLEAN.clear()
+        fastpath._LINE_TEXT.clear()
+        fastpath._ODDS.clear()
+    before = coercion_counts["empty_market_name"]
+    lean = fast_payload(raw)
+    again = fast_payload(raw)  # now every clean text of it is remembered
+    assert coercion_counts["empty_market_name"] == before  # the lean path counts nothing itself
+    fast = fast_market(raw)
+    counted = coercion_counts["empty_market_name"] - before
+    _clean_set_is_clean()
+    if fast is None:
+        assert lean is None and again is None
+        return
+    market, payload = fast
+    assert lean == again == (key_to_field(market.key), payload, counted == 1)
+    kind, ref = _reference(raw)
+    assert kind == "ok" and payload == ref[2] and key_to_field(ref[1]) == lean[0]
+
+
+def _payloads_of(rows: Any, strict: bool, reference: bool) -> tuple[str, Any, int]:
+    before = coercion_counts["empty_market_name"]
+    screen = screen_payloads_reference if reference else screen_payloads
+    try:
+        s = screen(rows() if callable(rows) else rows, "event 1 at sportybet", strict=strict)
+    except InvalidScrape as exc:
+        return "error", _error_of(exc), coercion_counts["empty_market_name"] - before
+    return "ok", s, coercion_counts["empty_market_name"] - before
+
+
+def _assert_same_payloads(rows: Any, strict: bool) -> None:
+    kind, ref, counted = _payloads_of(rows, strict, reference=True)
+    fkind, fast, fcounted = _payloads_of(rows, strict, reference=False)
+    assert (fkind, fcounted) == (kind, counted)
+    if kind == "error":
+        assert fast == ref
+        return
+    assert fast.fields == ref.fields and all(type(f) is str for f in fast.fields)
+    assert fast.payloads == ref.payloads and all(type(p) is bytes for p in fast.payloads)
+    assert _same(fast.held, ref.held) and fast.rejected == ref.rejected and fast.rows == ref.rows
+    assert fast.key_unreadable == ref.key_unreadable
+
+
+@st.composite
+def split_rows(draw: st.DrawFn) -> list:
+    """Valid markets, some split over rows sharing their key (in any order among the
+    others), some of those rows carrying an outcome again at another price (a collision)."""
+    rows = draw(st.lists(valid_market, max_size=5))
+    out: list = []
+    for market in rows:
+        outcomes = market["outcomes"]
+        if len(outcomes) < 2 or not draw(st.booleans()):
+            out.append(market)
+            continue
+        cut = draw(st.integers(1, len(outcomes) - 1))
+        first, second = {**market, "outcomes": outcomes[:cut]}, {**market, "outcomes": outcomes[cut:]}
+        if draw(st.booleans()):  # the same outcome again, its price moved: two markets keyed alike
+            second["outcomes"] = [*second["outcomes"], {**outcomes[0], "odds": draw(st.sampled_from([1.5, "3.1"]))}]
+        if draw(st.booleans()):
+            second["market_groups"] = draw(st.sampled_from([None, ["other"], ["main", "x"]]))
+        out += [first, second]
+    return draw(st.permutations(out))
+
+
+scrape_rows = st.one_of(st.lists(markets, max_size=6), split_rows(),
+                        st.lists(st.one_of(valid_market, split_rows().map(lambda r: r[0] if r else {})), max_size=6))
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scrape_rows, st.booleans(), st.sampled_from(["list", "tuple", "iterator"]))
+def test_screen_payloads_is_the_reference(rows: list, strict: bool, kind: str) -> None:
+    if kind == "tuple":
+        rows = tuple(rows)  # type: ignore[assignment]
+    _assert_same_payloads((lambda: iter(rows)) if kind == "iterator" else rows, strict)
+    _clean_set_is_clean()
+
+
+@pytest.mark.parametrize("bookmaker", BOOKMAKERS)
+@pytest.mark.parametrize("strict", [False, True])
+def test_realistic_scrapes_take_the_lean_path_and_match(bookmaker: str, strict: bool) -> None:
+    """Every realistic row takes ``fast_payload`` (SportyBet's split rows are merged from
+    ``fast_market``'s objects), and the lean result is the reference's; so is the hostile
+    market's fallback."""
+    rows = event_markets(bookmaker, 1)
+    assert all(fast_payload(row) is not None for row in rows)
+    _assert_same_payloads(rows, strict)
+    hostile_rows = with_hostile(bookmaker, 2)
+    assert sum(fast_payload(row) is None for row in hostile_rows) == 1
+    _assert_same_payloads(hostile_rows, strict)
+
+
+def test_the_clean_text_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastpath, "_CLEAN", set())
+    monkeypatch.setattr(fastpath, "_LINE_TEXT", {})
+    monkeypatch.setattr(fastpath, "_ODDS", {})
+    monkeypatch.setattr(fastpath, "_CLEAN_LIMIT", 10)
+    for i in range(25):
+        outcomes = [{"name": f"o{i}", "odds": f"{i + 1}.5"}, {"name": "x", "odds": Decimal(f"{i + 1}.25")}]
+        assert fast_payload({"betpawa_market_id": f"m{i}", "line": i + 0.5, "outcomes": outcomes}) is not None
+        assert len(fastpath._CLEAN) <= 10 and len(fastpath._LINE_TEXT) <= 10 and len(fastpath._ODDS) <= 10
+    assert "m24" in fastpath._CLEAN and fastpath._LINE_TEXT[24.5] == "@24.5"
+    assert fastpath._ODDS["25.5"] == 25.5 and fastpath._ODDS[Decimal("25.25")] == 25.25
+
+
+# ---------------------------------------------------------------- the script arguments, whole
+
+_CACHE = MarketCache.from_url("redis://127.0.0.1:1/0", prefix="fastpath")  # never connects
+_WHEN = st.one_of(st.just(T0), st.just(T0 + timedelta(microseconds=1)),
+                  st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2100, 1, 1),
+                               timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-3))])),
+                  st.just(datetime(2026, 11, 30, 12)), st.just("2026-11-30"))
+
+
+@st.composite
+def scrapes(draw: st.DrawFn) -> tuple[Scrape, str, bool, str]:
+    rows = draw(st.one_of(scrape_rows, st.just([]), st.sampled_from([None, "18", {"a": 1}, b"x"])))
+    container = draw(st.sampled_from(["list", "tuple", "iterator"]))
+    scrape = Scrape(
+        event_id=draw(st.one_of(st.integers(1, 10 ** 9), st.sampled_from([0, -1, "12", None, True, 2 ** 70]))),
+        bookmaker=draw(st.sampled_from(["sportybet", "betpawa", "bet9ja", "", "Bad Name", None, 5])),
+        markets=rows,
+        scraped_at=draw(_WHEN),
+        complete=draw(st.one_of(st.booleans(), st.sampled_from([1, None]))),
+        confirmed_empty=draw(st.one_of(st.booleans(), st.booleans(), st.just(0))),
+        expires_at=draw(st.one_of(st.none(), _WHEN)),
+        kickoff=draw(st.one_of(st.none(), _WHEN)),
+    )
+    return scrape, container, draw(st.booleans()), draw(st.sampled_from(["scrape", "scrape", "removed"]))
+
+
+def _prepared(prepare: Any, scrape: Scrape, container: str, strict: bool, mode: str) -> tuple:
+    rows = scrape.markets
+    if isinstance(rows, list):
+        rows = tuple(rows) if container == "tuple" else iter(rows) if container == "iterator" else rows
+    before = coercion_counts["empty_market_name"]
+    try:
+        p = prepare(_CACHE, Scrape(**{**scrape.__dict__, "markets": rows}), mode, strict)
+    except Exception as exc:  # whatever escapes, it must be the same
+        return "raised", (type(exc), str(exc))
+    o = p.outcome
+    return ("ok", p.keys, p.args, p.event_id, p.bookmaker, p.scraped_at, p.rejected, p.partial,
+            None if o is None else (o.status, o.event_id, o.bookmaker, o.scraped_at,
+                                    None if o.error is None else _error_of(o.error)),
+            coercion_counts["empty_market_name"] - before)
+
+
+@settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scrapes())
+def test_prepare_sends_the_reference_arguments(drawn: tuple) -> None:
+    """The whole argument list of the script call (and the keys, the outcome of a scrape
+    refused before it, the rejections, ``coercion_counts``) is the reference's, byte for
+    byte and type for type, for arbitrary scrapes: split rows, bad markets, bad scrapes."""
+    scrape, container, strict, mode = drawn
+    ref = _prepared(reference_prepare, scrape, container, strict, mode)
+    fast = _prepared(MarketCache._prepare, scrape, container, strict, mode)
+    assert _same(fast, ref)
+
+
+@pytest.mark.parametrize("bookmaker", BOOKMAKERS)
+def test_prepare_of_realistic_scrapes_is_the_reference(bookmaker: str) -> None:
+    for version, rows in enumerate([event_markets(bookmaker, 1), event_markets(bookmaker, 2),
+                                    with_hostile(bookmaker, 3)]):
+        for strict in (False, True):
+            scrape = Scrape(77, bookmaker, rows, T0 + timedelta(minutes=version), kickoff=T0 + timedelta(days=1))
+            ref = _prepared(reference_prepare, scrape, "list", strict, "scrape")
+            assert ref[0] == "ok" and (ref[2] is not None or strict)
+            assert _same(_prepared(MarketCache._prepare, scrape, "list", strict, "scrape"), ref)
 
 
 _TEXT_FIELDS = ["betpawa_market_id", "betpawa_market_name", "handicap_type", "outcomes[0].name", "market_groups[0]"]

@@ -5,7 +5,8 @@ and the checks every scraped market passes. No I/O here.
 ``CachedSnapshot``, the canonical encoding), :mod:`.validation` the reference
 checks and coercion, split-row merging and the per-market quarantine
 (``screen_markets``), :mod:`.fastpath` the byte-identical fast path for markets
-of the common shape. Everything is importable from ``availability.model``.
+of the common shape, :mod:`.payloads` a scrape's markets reduced to what the
+script call carries (``screen_payloads``). Everything is importable from ``availability.model``.
 """
 
 from availability.errors import InvalidMarketKey, InvalidScrape, KeyCollision
@@ -34,7 +35,7 @@ from availability.model.core import (
     to_micros,
     to_utc,
 )
-from availability.model.fastpath import fast_market
+from availability.model.fastpath import fast_market, fast_payload
 from availability.model.validation import (
     REJECTION_REASONS,
     RejectedMarket,
@@ -45,6 +46,7 @@ from availability.model.validation import (
     merge_markets,
     screen_markets,
 )
+from availability.model.payloads import ScriptMarkets, screen_payloads, screen_payloads_reference
 
 __all__ = [
     "InvalidMarketKey",
@@ -71,12 +73,16 @@ __all__ = [
     "market_from_dict",
     "coerce_market",
     "fast_market",
+    "fast_payload",
     "merge_markets",
     "REJECTION_REASONS",
     "RejectedMarket",
     "ScreenedMarkets",
     "encode_checked",
     "screen_markets",
+    "ScriptMarkets",
+    "screen_payloads",
+    "screen_payloads_reference",
     "to_utc",
     "to_micros",
     "from_micros",
