@@ -5,7 +5,10 @@ deployment. Each scrape is validated in Python, then applied by
 ``lua/apply_scrape.lua`` in one round trip: the script refuses stale
 scrapes, stamps markets missing from a complete scrape exactly once, clears
 returning ones, and appends one record to its shard's change stream for the
-flushers.
+flushers. A worker that applied a snapshot's last scrape itself sends the
+next one in the script's short form (only the markets that changed; see
+:class:`~availability.scrape.SnapshotMemory`); a second round trip, in the
+full form, only when another application came between.
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ from availability.scrape import (  # noqa: F401 - the statuses and helpers are i
     APPLIED,
     COLD,
     DUPLICATE,
+    DEFAULT_MEMORY,
     ERROR,
     IGNORED_EMPTY,
     INVALID,
     STALE,
     Scrape,
     ScrapeOutcome,
+    ShortForm,
+    SnapshotMemory,
     _digest_fields,
+    _is_resend,
     _LOGGED_REJECTIONS,
     _Prepared,
     _rejections_blob,
@@ -70,7 +77,9 @@ class MarketCache(OperatorReads):
     Build it from a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``)
     or with :meth:`from_url`. ``prefix`` isolates deployments (or tests) that
     share one server; ``shards`` is fixed for a deployment and checked against
-    ``<prefix>:config`` on first use.
+    ``<prefix>:config`` on first use. ``memory``: how many snapshots this cache
+    remembers as its own applications left them (:class:`SnapshotMemory`; 0: every
+    scrape travels whole).
     """
 
     def __init__(
@@ -79,18 +88,21 @@ class MarketCache(OperatorReads):
         *,
         prefix: str = DEFAULT_PREFIX,
         shards: int = DEFAULT_SHARDS,
+        memory: int = DEFAULT_MEMORY,
     ) -> None:
         if connection_kwargs(client).get("decode_responses"):
             raise ConfigurationError("redis client: decode_responses must be False (market payloads are msgpack bytes)")
         self.client = client
         self.keys = KeySchema(prefix, shards)
         self.script = Script(client, "apply_scrape.lua")
+        self.memory = SnapshotMemory(memory)
         self._config_checked = False
         self._is_cluster = is_cluster(client)
         self._owns_client = False
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS, **kwargs: Any) -> "MarketCache":
+    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS,
+                 memory: int | None = None, **kwargs: Any) -> "MarketCache":
         """Connect to ``redis://``, ``rediss://`` (TLS) or ``unix://`` URLs,
         ACL user and password included; ``cluster=True`` for Redis Cluster."""
         if kwargs.pop("cluster", False):
@@ -100,7 +112,7 @@ class MarketCache(OperatorReads):
         else:
             client = aioredis.Redis.from_url(url, **kwargs)
             use_hiredis_packing(client)
-        cache = cls(client, prefix=prefix, shards=shards)
+        cache = cls(client, prefix=prefix, shards=shards, memory=DEFAULT_MEMORY if memory is None else memory)
         cache._owns_client = True
         return cache
 
@@ -247,14 +259,40 @@ class MarketCache(OperatorReads):
                 str(len(fields)), *pairs, kickoff_us]
         keys = self.keys.snapshot(event_id, bookmaker).as_list()
         return _Prepared(keys, args, event_id, bookmaker, scraped_at, rejected=rejected,
-                         partial=completeness == "partial")
+                         partial=completeness == "partial",
+                         rememberable=mode == "scrape" and completeness == "complete" and not held)
 
     # ------------------------------------------------------------ script calls
 
-    async def _run_one(self, prepared: _Prepared) -> Any:
-        """One scrape's script call (EVALSHA, EVAL after SCRIPT FLUSH or a restart)."""
-        assert prepared.keys is not None and prepared.args is not None
-        return await self.script(prepared.keys, prepared.args)
+    async def _run(self, runnable: Sequence[_Prepared]) -> list[Any]:
+        """The script calls of validated scrapes, pipelined (EVALSHA, EVAL after SCRIPT FLUSH
+        or a restart): the short form where this cache remembers the snapshot, then the full
+        form of those the script answered ``resend``. Replies in order; the script's error
+        replies as ``ResponseError``; connection errors raise."""
+        calls = []
+        shorts: list[ShortForm | None] = []
+        # a snapshot scraped twice in one batch goes in the full form: a resent call runs after
+        # the whole batch, so it must be the only one of its snapshot there
+        seen: set[tuple[Any, Any]] = set()
+        twice = {name for name in ((p.event_id, p.bookmaker) for p in runnable) if name in seen or seen.add(name)}
+        for p in runnable:
+            assert p.keys is not None and p.args is not None
+            form = None if (p.event_id, p.bookmaker) in twice else self.memory.short_args(p)
+            calls.append((p.keys, p.args if form is None else form[0]))
+            shorts.append(None if form is None else form[1])
+        replies = await self.script.many(calls)
+        again = [i for i, r in enumerate(replies) if shorts[i] is not None and _is_resend(r)]
+        if again:
+            for i, reply in zip(again, await self.script.many([(runnable[i].keys, runnable[i].args) for i in again])):
+                replies[i] = reply
+                shorts[i] = None
+        short = sum(m is not None for m in shorts) + len(again)
+        for form, count in (("short", short), ("resent", len(again)), ("full", len(runnable) - short)):
+            if count:
+                metrics.SCRIPT_CALLS.labels(form).inc(count)
+        for p, reply, m in zip(runnable, replies, shorts):
+            self.memory.update(p, reply, m)
+        return replies
 
     def _outcome(self, prepared: _Prepared, reply: Any) -> ScrapeOutcome:
         if prepared.outcome is not None:
@@ -282,7 +320,8 @@ class MarketCache(OperatorReads):
                     f"warmed): run `availability warm` before applying scrapes"
                 ),
             )
-        _, new, changed, unchanged, unavailable, available, stream_id = reply
+        # (an 8th item, the stored fields not listed, is for SnapshotMemory)
+        _, new, changed, unchanged, unavailable, available, stream_id = reply[:7]
         if status == APPLIED and prepared.rejected:
             self._report_rejections(prepared)
         return ScrapeOutcome(
@@ -365,10 +404,7 @@ class MarketCache(OperatorReads):
         if prepared.outcome is not None:
             return prepared.outcome
         await self.ensure_config()
-        try:
-            reply: Any = await self._run_one(prepared)
-        except ResponseError as exc:
-            reply = exc
+        [reply] = await self._run([prepared])
         return self._outcome(prepared, reply)
 
     async def apply_batch(
@@ -390,7 +426,7 @@ class MarketCache(OperatorReads):
         if runnable:
             await self.ensure_config()
             # one pipeline (one EVALSHA per scrape on a cluster); connection errors raise
-            results = await self.script.many([(p.keys, p.args) for p in runnable])  # type: ignore[misc]
+            results = await self._run(runnable)
             for p, r in zip(runnable, results):
                 replies[id(p)] = r
         return [self._outcome(p, replies.get(id(p))) for p in prepared]

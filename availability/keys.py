@@ -10,7 +10,8 @@ event 1234 at BetPawa, shard 1234 % 16 = 2)::
 
     {av:2}:ev:1234:betpawa:markets      hash  field "18@2.5" -> canonical msgpack of the market
     {av:2}:ev:1234:betpawa:unavailable  hash  field "18@2.5" -> "2026-11-28T12:00:00.000000Z"
-    {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, last_complete_us, counts
+    {av:2}:ev:1234:betpawa:meta         hash  last_scraped_at, captured_at, last_confirmed_at, last_complete_us, counts,
+                                              applied_id (stream id of the last applied record)
     {av:2}:snapshots                    zset  "1234:betpawa", score 0 (a lexical index of the shard)
     {av:2}:alerts                       zset  "1234:betpawa" while it has unavailable markets, score its kickoff (µs)
     {av:2}:changes                      stream, one record per applied scrape (read by the flushers)
@@ -59,10 +60,13 @@ META_SNAPSHOT_FIELDS = (
     "removed_at",  # first time the event was seen gone from the listing
     "kickoff_us",  # the event's kickoff in microseconds, when a scrape gave one
 )
-# Kept by apply_scrape.lua only: the expiry a later scrape keeps, and what makes an
-# exact re-delivery of the last applied scrape ``duplicate`` (warm-up restores none of them).
+# Kept by apply_scrape.lua only: the expiry a later scrape keeps, what makes an exact
+# re-delivery of the last applied scrape ``duplicate``, and ``applied_id``, the stream id of
+# the last applied record, which names the state that application left (a worker that
+# remembers it may send the script's short form; scrape.SnapshotMemory). Warm-up restores
+# none of them.
 META_EXPIRY_FIELD = "expire_at_ms"
-REDELIVERY_FIELDS = ("last_digest", "last_reply")
+REDELIVERY_FIELDS = ("last_digest", "last_reply", "applied_id")
 META_FIELDS = frozenset((*META_SNAPSHOT_FIELDS, META_EXPIRY_FIELD, *REDELIVERY_FIELDS))
 
 # fullmatch, not match with "$": "$" also matches before a trailing newline

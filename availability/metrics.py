@@ -21,6 +21,10 @@ Names, as ``curl localhost:PORT/metrics`` prints them::
     availability_markets_rejected_total{bookmaker,reason}
                                                   markets a scrape quarantined (MarketCache, per
                                                   applied scrape; reason as in RejectedMarket)
+    availability_cache_script_calls_total{form="short"|"full"|"resent"}
+                                                  apply_scrape.lua calls: the short form (a snapshot the
+                                                  worker remembers), the full form, and short ones sent
+                                                  again in full (another application came between)
     availability_subscriber_backlog_records{group,shard}  a registered subscriber group's unacknowledged
                                                   records (set by the flushers' trim; availability.subscribe)
     availability_subscriber_lagging{group,shard}  1 while that backlog is over the group's max_lag
@@ -43,6 +47,7 @@ __all__ = [
     "PENDING_RECORDS",
     "LAG_SECONDS",
     "MARKETS_REJECTED",
+    "SCRIPT_CALLS",
     "REJECTIONS",
     "start_metrics_server",
 ]
@@ -118,6 +123,13 @@ MARKETS_REJECTED = Counter(
     "availability_markets_rejected",
     "Markets a scrape quarantined (not stored, see ScrapeOutcome.rejected), by bookmaker and reason.",
     ["bookmaker", "reason"],
+    registry=REGISTRY,
+)
+SCRIPT_CALLS = Counter(
+    "availability_cache_script_calls",
+    "apply_scrape.lua calls by form: short (a snapshot this worker remembers), full, resent (a short one "
+    "sent again in full).",
+    ["form"],
     registry=REGISTRY,
 )
 REJECTIONS = Counter(

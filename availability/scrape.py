@@ -1,11 +1,13 @@
 """What a scrape is and what applying it answered (:class:`Scrape`,
 :class:`ScrapeOutcome`), the script's prepared arguments, their digest (what makes an
-exact re-delivery recognisable) and the decoding of a snapshot's hashes."""
+exact re-delivery recognisable), a worker's memory of the snapshots it applied (what
+lets it send the script's short form) and the decoding of a snapshot's hashes."""
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from collections.abc import Sequence
@@ -38,6 +40,15 @@ IGNORED_EMPTY = "ignored_empty"
 INVALID = "invalid"
 COLD = "cold"
 ERROR = "error"
+RESEND = "resend"  # the script's reply to a short form it cannot apply (never an outcome)
+
+# Snapshots a MarketCache remembers (SnapshotMemory): a production cycle is ~3,900
+# (1,300 events x 3 bookmakers), spread over the workers.
+DEFAULT_MEMORY = 4096
+
+
+def _is_resend(reply: Any) -> bool:
+    return isinstance(reply, list) and len(reply) == 1 and reply[0] in (b"resend", RESEND)
 
 
 def _encode(market: CachedMarket, where: str) -> bytes:
@@ -152,6 +163,119 @@ class _Prepared:
     outcome: ScrapeOutcome | None = None
     rejected: tuple[RejectedMarket, ...] = ()
     partial: bool = False
+    # a complete scrape without held markets: its application leaves a snapshot whose
+    # stored markets the worker can know (SnapshotMemory), and it may go in the short form
+    rememberable: bool = False
+
+
+# ARGV positions of apply_scrape.lua's header
+_N = 10  # n, the number of (key, payload) pairs sent
+_FIRST = 11  # key_1
+
+
+@dataclass(frozen=True)
+class ShortForm:
+    """What a short form was built from: the stored fields it did not list, and the
+    remembered markets (field -> payload hash, or ``None``: payload not known)."""
+
+    missing: list[str]
+    known: dict[str, int | None]
+
+
+class SnapshotMemory:
+    """What a worker knows of the snapshots it applied last: bounded (LRU), never a
+    source of a wrong result, only of a second round trip.
+
+    After a complete scrape without held markets is applied, the snapshot's stored
+    markets are exactly its markets (with the payloads the worker sent) plus the stored
+    ones it did not list (their fields are in the reply; their payloads are unknown
+    here), and the snapshot's meta ``applied_id`` is the reply's stream id. The next
+    complete scrape of that snapshot then goes in apply_scrape.lua's short form: the
+    ``applied_id`` remembered, the markets whose payload differs from the remembered one
+    (or is unknown), how many are listed, and the stored fields not listed. The script
+    applies it only when ``applied_id`` is still that one (no other application since:
+    another worker's scrape, a warm-up, an expiry), else it answers ``resend`` having
+    written nothing and the worker sends the full form.
+
+    A payload is remembered by Python's ``hash`` of its bytes (SipHash, 64 bits, keyed
+    per process): a changed payload is taken for the remembered one only if the two
+    collide, about 2**-64 per market. ``capacity`` snapshots at most (0: none, every
+    call in the full form); each costs ~130 bytes per market.
+    """
+
+    __slots__ = ("capacity", "_entries")
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"memory: expected a number of snapshots >= 0, got {capacity!r}")
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[int, str], tuple[bytes, dict[str, int | None]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def short_args(self, prepared: _Prepared) -> tuple[list[Any], ShortForm] | None:
+        """The short form of a prepared scrape's arguments, and what :meth:`update` needs
+        to know of it, or ``None`` (send the full form)."""
+        if not prepared.rememberable or not self.capacity:
+            return None
+        name = (prepared.event_id, prepared.bookmaker)
+        entry = self._entries.get(name)  # type: ignore[arg-type]
+        if entry is None:
+            return None
+        self._entries.move_to_end(name)  # type: ignore[arg-type]
+        base_id, known = entry
+        args = prepared.args
+        assert args is not None
+        n = int(args[_N])
+        fields = args[_FIRST : _FIRST + 2 * n : 2]
+        payloads = args[_FIRST + 1 : _FIRST + 2 * n : 2]
+        sent: list[Any] = []
+        get = known.get
+        for name_, payload in zip(fields, payloads):
+            if get(name_) != hash(payload):
+                sent.append(name_)
+                sent.append(payload)
+        listed = set(fields)
+        missing = [f for f in known if f not in listed]
+        return [*args[:_N], str(len(sent) // 2), *sent, args[-1], base_id, str(n),
+                msgpack.packb(missing, use_bin_type=True)], ShortForm(missing, known)
+
+    def update(self, prepared: _Prepared, reply: Any, short: ShortForm | None = None) -> None:
+        """Remember what an applied complete scrape left, forget the snapshot otherwise.
+
+        ``short``: what the short form was built from (``None``: the full form was sent,
+        and its reply lists the stored fields not listed, payloads unknown). A short form
+        was applied on the very state it was built from, so the markets it did not list
+        keep the payloads remembered then."""
+        if not self.capacity or prepared.event_id is None or prepared.bookmaker is None:
+            return
+        name = (prepared.event_id, prepared.bookmaker)
+        status = reply[0] if isinstance(reply, list) and reply else None
+        if (not prepared.rememberable or status not in (b"applied", APPLIED) or len(reply) < 7 or not reply[6]
+                or (short is None and len(reply) < 8)):
+            self._entries.pop(name, None)
+            return
+        args = prepared.args
+        assert args is not None
+        n = int(args[_N])
+        known: dict[str, int | None] = dict(zip(args[_FIRST : _FIRST + 2 * n : 2],
+                                               map(hash, args[_FIRST + 1 : _FIRST + 2 * n : 2])))
+        if short is None:
+            for f in reply[7]:
+                known.setdefault(f.decode() if isinstance(f, bytes) else f, None)
+        else:
+            for f in short.missing:
+                known[f] = short.known.get(f)
+        base_id = reply[6]
+        self._entries[name] = (base_id.encode() if isinstance(base_id, str) else base_id, known)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def forget(self) -> None:
+        """Forget every snapshot (the next call of each goes in the full form)."""
+        self._entries.clear()
 
 
 def _digest(head: list[Any], pairs: list[Any]) -> bytes:
