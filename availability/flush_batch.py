@@ -19,8 +19,8 @@ from availability.db.engine import is_schema_error, schema_not_ready
 from availability.errors import SchemaNotReady
 from availability.keys import KeySchema
 from availability.logs import get_logger
-from availability.records import decode_record
-from availability.rows import BatchRows, _RecordRows, build_rows, record_rows
+from availability.fast_rows import entry_rows
+from availability.rows import BatchRows, _RecordRows, build_rows
 from availability.storage import Fenced as _Fenced
 from availability.storage import Written as _Written
 from availability.storage import is_transient_pg
@@ -98,8 +98,7 @@ class BatchWriting:
                 gone.append(entry)
                 continue
             try:
-                record = decode_record(entry.id, entry.fields)
-                converted.append((entry, record_rows(record, self.home_bookmaker)))
+                converted.append((entry, entry_rows(entry.id, entry.fields, self.home_bookmaker)))
             except Exception as exc:  # RecordError, or a payload that cannot become a row
                 dead.append((entry, exc))
         totals = _Written()

@@ -1,11 +1,11 @@
 """Change records -> row values, pure: no Redis, no PostgreSQL, no I/O.
 
-The flusher decodes each stream entry into a
-:class:`~availability.records.ChangeRecord`, converts it with
-:func:`record_rows` (a record that can never become a row fails here, alone,
-and is dead-lettered), and merges a batch with :func:`build_rows` so every
-row appears once per transaction. :mod:`availability.storage` turns a
-:class:`BatchRows` into SQL.
+A stream entry decoded into a :class:`~availability.records.ChangeRecord`
+becomes row values with :func:`record_rows` (a record that can never become a
+row fails here, alone, and is dead-lettered); the flusher gets the same result
+in one pass with :func:`availability.fast_rows.entry_rows`, which falls back to
+these two. A batch is merged with :func:`build_rows` so every row appears once
+per transaction. :mod:`availability.storage` turns a :class:`BatchRows` into SQL.
 """
 
 from __future__ import annotations
@@ -74,10 +74,20 @@ _RecordMarket = tuple[MarketRowKey, tuple, "datetime | None", "datetime | None",
 
 @dataclass(frozen=True)
 class _RecordRows:
-    """One record's contribution, converted up front so a bad record fails alone."""
+    """One record's contribution, converted up front so a bad record fails alone:
+    its row values, and of the record only what :func:`build_rows` reads (atoms and
+    tuples of atoms: a batch of them costs the garbage collector next to nothing)."""
 
-    record: ChangeRecord
+    event_id: int
+    bookmaker: str
+    scraped_at: datetime
+    kind: str
+    completeness: str
+    lists_markets: bool
+    kickoff: datetime | None
+    odds_changed: bool  # some market's odds changed (new or changed)
     markets: tuple[_RecordMarket, ...]
+    transitions: tuple[tuple[str, float | None, str], ...] = ()  # (market id, line, transition)
     rejections: tuple[rejections.RejectionRow, ...] = ()
 
 
@@ -147,7 +157,12 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
         unavailable = change.became_unavailable
         seen = record.prev_complete if unavailable else at
         markets.append((key, values, at if change.odds_changed else None, seen, unavailable))
-    return _RecordRows(record, tuple(markets), rejections.rejection_rows(record))
+    return _RecordRows(
+        event_id, record.bookmaker, at, record.kind, record.completeness, record.lists_markets, record.kickoff,
+        any(c.odds_changed for c in record.changes), tuple(markets),
+        tuple((key.betpawa_market_id, key.line, transition) for key, transition in record.transitions),
+        rejections.rejection_rows(record),
+    )
 
 
 def _newest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -164,14 +179,15 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
     the same row).
     """
     rows = BatchRows()
-    per_snapshot: dict[tuple[int, str], list[ChangeRecord]] = {}
-    for rr in sorted(converted, key=lambda r: r.record.scraped_at):
-        record, at = rr.record, rr.record.scraped_at
-        per_snapshot.setdefault((record.event_id, record.bookmaker), []).append(record)
+    per_snapshot: dict[tuple[int, str], list[_RecordRows]] = {}
+    markets = rows.markets
+    for rr in sorted(converted, key=lambda r: r.scraped_at):
+        at = rr.scraped_at
+        per_snapshot.setdefault((rr.event_id, rr.bookmaker), []).append(rr)
         for key, values, captured, seen, unavailable in rr.markets:
-            row = rows.markets.get(key)
+            row = markets.get(key)
             if row is None:
-                row = rows.markets[key] = _MarketRow(
+                markets[key] = _MarketRow(
                     key[0], key[1], key[2], key[3], values, at, at if unavailable else None, captured, seen
                 )
             else:
@@ -181,23 +197,21 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
                 row.captured = _newest(row.captured, captured)
                 row.seen = _newest(row.seen, seen)
         rows.rejections.update(rr.rejections)
-        for market_key, transition in record.transitions:
-            rows.history.add(
-                (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)
-            )
+        for market_id, line, transition in rr.transitions:
+            rows.history.add((rr.event_id, rr.bookmaker, market_id, line, transition, at))
     for (event_id, bookmaker), records in per_snapshot.items():
         snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None, None)
-        for record in records:  # oldest first, replaying apply_scrape.lua's meta rules
+        for rr in records:  # oldest first, replaying apply_scrape.lua's meta rules
             advance_meta(
                 snap,
-                record.scraped_at,
-                odds_changed=any(c.odds_changed for c in record.changes),
-                listed_markets=record.lists_markets,
-                removed=record.kind == "removed",
-                complete=record.completeness == "complete",
+                rr.scraped_at,
+                odds_changed=rr.odds_changed,
+                listed_markets=rr.lists_markets,
+                removed=rr.kind == "removed",
+                complete=rr.completeness == "complete",
             )
-            if record.kickoff is not None:
-                snap.kickoff = record.kickoff
+            if rr.kickoff is not None:
+                snap.kickoff = rr.kickoff
         rows.snapshots[(event_id, bookmaker)] = snap
     return rows
 
