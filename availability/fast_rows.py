@@ -91,9 +91,10 @@ def _fast(stream_id: bytes | str, fields: Mapping[Any, Any], home_bookmaker: str
     markets = []
     transitions = []
     any_odds_changed = False
+    all_new = True
     for i in range(0, len(flat), 3):
         key = _field_key(flat[i])
-        odds_changed, _, available, unavailable, _ = _flags(flat[i + 2])
+        odds_changed, new, available, unavailable, _ = _flags(flat[i + 2])
         data = _unpackb(flat[i + 1], raw=False)
         if type(data) is not list or len(data) != 8:
             return None
@@ -112,6 +113,8 @@ def _fast(stream_id: bytes | str, fields: Mapping[Any, Any], home_bookmaker: str
         )
         if odds_changed:
             any_odds_changed = True
+        if not new:
+            all_new = False
         markets.append(((source, event_id, key_id, key_line), values, at if odds_changed else None,
                         prev_complete if unavailable else at, unavailable))
         if unavailable:
@@ -119,4 +122,4 @@ def _fast(stream_id: bytes | str, fields: Mapping[Any, Any], home_bookmaker: str
         if available:
             transitions.append((key_id, key_line, "became_available"))
     return _RecordRows(event_id, bookmaker_text, at, kind, completeness_text, lists_markets, kickoff,
-                       any_odds_changed, tuple(markets), tuple(transitions), ())
+                       any_odds_changed, all_new, tuple(markets), tuple(transitions), ())

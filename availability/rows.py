@@ -62,6 +62,9 @@ class BatchRows:
     history: set[tuple] = field(default_factory=set)
     snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
     rejections: set[rejections.RejectionRow] = field(default_factory=set)  # market_rejections rows
+    # every market of every record was new to the cache (flag "n"), as in a first cycle: its rows
+    # are most likely new to PostgreSQL too (see storage.batch.copy_new_markets)
+    all_new: bool = False
 
     @property
     def snapshot_keys(self) -> list[tuple[int, str]]:
@@ -86,6 +89,7 @@ class _RecordRows:
     lists_markets: bool
     kickoff: datetime | None
     odds_changed: bool  # some market's odds changed (new or changed)
+    all_new: bool  # every market of the record is new to the cache (flag "n"; true when it has none)
     markets: tuple[_RecordMarket, ...]
     transitions: tuple[tuple[str, float | None, str], ...] = ()  # (market id, line, transition)
     rejections: tuple[rejections.RejectionRow, ...] = ()
@@ -159,7 +163,7 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
         markets.append((key, values, at if change.odds_changed else None, seen, unavailable))
     return _RecordRows(
         event_id, record.bookmaker, at, record.kind, record.completeness, record.lists_markets, record.kickoff,
-        any(c.odds_changed for c in record.changes), tuple(markets),
+        any(c.odds_changed for c in record.changes), all(c.is_new for c in record.changes), tuple(markets),
         tuple((key.betpawa_market_id, key.line, transition) for key, transition in record.transitions),
         rejections.rejection_rows(record),
     )
@@ -181,8 +185,10 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
     rows = BatchRows()
     per_snapshot: dict[tuple[int, str], list[_RecordRows]] = {}
     markets = rows.markets
+    all_new = True
     for rr in sorted(converted, key=lambda r: r.scraped_at):
         at = rr.scraped_at
+        all_new = all_new and rr.all_new
         per_snapshot.setdefault((rr.event_id, rr.bookmaker), []).append(rr)
         for key, values, captured, seen, unavailable in rr.markets:
             row = markets.get(key)
@@ -213,6 +219,7 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
             if rr.kickoff is not None:
                 snap.kickoff = rr.kickoff
         rows.snapshots[(event_id, bookmaker)] = snap
+    rows.all_new = all_new and bool(markets)
     return rows
 
 
@@ -224,4 +231,5 @@ def without_events(rows: BatchRows, events: set[int]) -> BatchRows:
     out.history = {h for h in rows.history if h[0] not in events}
     out.snapshots = {k: v for k, v in rows.snapshots.items() if k[0] not in events}
     out.rejections = {r for r in rows.rejections if r[0] not in events}
+    out.all_new = rows.all_new and bool(out.markets)
     return out
