@@ -65,6 +65,9 @@ class BatchRows:
     # every market of every record was new to the cache (flag "n"), as in a first cycle: its rows
     # are most likely new to PostgreSQL too (see storage.batch.copy_new_markets)
     all_new: bool = False
+    # how storage lays the market rows out for writing, computed once (storage.batch.prepare),
+    # ahead of the write when the flusher prepares the batch while the previous one is written
+    layout: Any = field(default=None, repr=False, compare=False)
 
     @property
     def snapshot_keys(self) -> list[tuple[int, str]]:

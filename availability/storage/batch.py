@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import psycopg
-import psycopg.adapt
-import psycopg.pq
 import psycopg.rows
 
 from availability import metrics, retention
@@ -23,6 +21,7 @@ from availability.logs import get_logger
 from availability.rows import BatchRows, MarketRowKey, without_events
 from availability.storage.columns import _STATE_COLUMNS, JSON_COLUMNS, MARKET_COLUMNS, SOURCE_COLUMN
 from availability.storage.connection import is_transient_pg
+from availability.storage.copy_data import encode_copy
 from availability.storage.fence import FENCE_CHECK_SQL, Fenced
 
 
@@ -131,17 +130,7 @@ _STAGED_UPSERTS = {competitor: _staged_upsert_sql(competitor) for competitor in 
 # the row COPY inserts; a key that is there already (a replayed batch, say) makes the unique
 # constraint refuse the COPY, and the upserts run instead. COPY inserts rows in bulk, which
 # the upsert's row-by-row conflict check cannot: it takes ~2/3 of the staged path's time.
-_JSONB_OID = psycopg.postgres.types["jsonb"].oid
-
-
-class _JsonTextDumper(psycopg.adapt.Dumper):
-    """JSON text made by :mod:`availability.rows`, sent as binary ``jsonb`` (version 1, then the text)."""
-
-    format = psycopg.pq.Format.BINARY
-    oid = _JSONB_OID
-
-    def dump(self, obj: str) -> bytes:
-        return b"\x01" + obj.encode()
+# The payload is built ahead (storage.copy_data, see prepare), off the event loop.
 
 
 def _copy_sql(competitor: bool) -> str:
@@ -172,6 +161,44 @@ def _sort_key(key: MarketRowKey) -> tuple:
     return (source or "", event, market, line is not None, line or 0.0)
 
 
+@dataclass
+class _Layout:
+    """A batch's market rows laid out for writing (:func:`prepare`)."""
+
+    values: dict[bool, list[tuple]]  # competitor? -> column values sorted by key
+    copy: dict[bool, bytes] | None = None  # competitor? -> binary COPY payload (all-new batches)
+
+
+def _layout(rows: BatchRows) -> _Layout:
+    if rows.layout is None:
+        rows.layout = _Layout(_market_values(rows))
+    return rows.layout
+
+
+def market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
+    """The market rows' column values (``source`` first for competitors), sorted by key;
+    computed once per :class:`BatchRows`."""
+    return _layout(rows).values
+
+
+def _copy_payloads(rows: BatchRows) -> dict[bool, bytes]:
+    layout = _layout(rows)
+    if layout.copy is None:
+        layout.copy = {c: encode_copy(v, _COPY_TYPES[c]) for c, v in layout.values.items() if v}
+    return layout.copy
+
+
+def prepare(rows: BatchRows) -> None:
+    """Do ahead the Python work :func:`write_batch` would do on the event loop: lay the
+    market rows out, and build the COPY payload of an all-new batch. Pure; the flusher
+    runs it in a worker thread while the previous batch is written. A value COPY
+    cannot hold is left for the write to refuse (and the upserts to decide)."""
+    _layout(rows)
+    if rows.all_new and len(rows.markets) >= STAGE_MIN_ROWS:
+        with contextlib.suppress(Exception):
+            _copy_payloads(rows)
+
+
 def _market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
     """The market rows' column values (``source`` first for competitors), sorted by key."""
     groups: dict[bool, list[tuple]] = {False: [], True: []}
@@ -200,7 +227,7 @@ def statements(rows: BatchRows, *, staged: bool = False, copied: bool = False) -
                 label = "competitor_market_odds" if competitor else "market_odds"
                 out.append((label, _STAGED_UPSERTS[competitor], []))
     else:
-        for competitor, values in _market_values(rows).items():
+        for competitor, values in market_values(rows).items():
             if values:
                 label = "competitor_market_odds" if competitor else "market_odds"
                 out.append((label, _UPSERTS[competitor], _columns(values)))
@@ -247,7 +274,7 @@ async def stage_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> None:
         async with cur.copy(_STAGE_COPY) as copy:
             copy.set_types([kind for _, kind in _STAGE_COLUMNS])
             ordinal = 0
-            for competitor, values in _market_values(rows).items():
+            for competitor, values in market_values(rows).items():
                 for v in values:
                     ordinal += 1
                     await copy.write_row((ordinal, *v) if competitor else (ordinal, None, *v))
@@ -256,21 +283,22 @@ async def stage_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> None:
 async def copy_new_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> dict[str, int] | None:
     """COPY the batch's market rows straight into their tables, in key order, in a savepoint
     of the caller's transaction. Returns the rows written per table, or ``None`` when
-    PostgreSQL refused them (a key already there): then nothing was written, and the caller
-    upserts. A connection that failed is raised (the caller's retries wait it out)."""
+    PostgreSQL refused them (a key already there) or a value cannot be sent: then nothing
+    was written, and the caller upserts. A connection that failed is raised (the caller's
+    retries wait it out)."""
+    try:
+        payloads = _copy_payloads(rows)
+    except Exception as exc:  # a value binary COPY cannot carry: the upserts decide
+        _log.info("flusher.copy_refused", rows=len(rows.markets), error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
     copied: dict[str, int] = {}
     try:
         async with conn.transaction():  # a savepoint: a refusal undoes only the COPY
-            for competitor, values in _market_values(rows).items():
-                if not values:
-                    continue
+            for competitor, payload in payloads.items():
                 async with conn.cursor() as cur:
-                    cur.adapters.register_dumper(None, _JsonTextDumper)  # this cursor's, by oid only
                     async with cur.copy(_COPY_SQL[competitor]) as copy:
-                        copy.set_types(_COPY_TYPES[competitor])
-                        for v in values:
-                            await copy.write_row(v)
-                copied["competitor_market_odds" if competitor else "market_odds"] = len(values)
+                        await copy.write(payload)  # the whole binary format: signature to trailer
+                copied["competitor_market_odds" if competitor else "market_odds"] = len(market_values(rows)[competitor])
     except psycopg.Error as exc:
         if is_transient_pg(exc) or conn.broken:
             raise
