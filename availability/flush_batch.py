@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_when_event_set
@@ -19,8 +20,8 @@ from availability.db.engine import is_schema_error, schema_not_ready
 from availability.errors import SchemaNotReady
 from availability.keys import KeySchema
 from availability.logs import get_logger
-from availability.records import decode_record
-from availability.rows import BatchRows, _RecordRows, build_rows, record_rows
+from availability.fast_rows import entry_rows
+from availability.rows import BatchRows, _RecordRows, build_rows
 from availability.storage import Fenced as _Fenced
 from availability.storage import Written as _Written
 from availability.storage import is_transient_pg
@@ -33,6 +34,18 @@ log = get_logger("availability.flusher")
 
 class _Stopped(Exception):
     """Stopping while a server was unreachable: the batch stays pending, unacknowledged."""
+
+
+@dataclass
+class _Prepared:
+    """One batch, its Python work done (:meth:`BatchWriting._prepare`), not written yet."""
+
+    entries: list[StreamEntry]
+    converted: list[tuple[StreamEntry, _RecordRows]] = field(default_factory=list)
+    dead: list[tuple[StreamEntry, Exception]] = field(default_factory=list)  # cannot become rows
+    gone: list[StreamEntry] = field(default_factory=list)  # trimmed away while pending
+    rows: BatchRows | None = None  # build_rows of every converted record, laid out for writing
+    prepare_s: float = 0.0
 
 
 class BatchWriting:
@@ -65,19 +78,33 @@ class BatchWriting:
         # bisection) a timer of their own keeps them claimed, so no other flusher
         # takes them over as idle; it is independent of any backoff.
         keeper = asyncio.create_task(self._keep_claimed_every(entries, max(self.claim_idle_ms / 4000, 0.05)))
+        # Batch k+1 is prepared (decoded, converted, merged, laid out: Python work) in a
+        # worker thread while batch k is written, so PostgreSQL and the flusher work at
+        # once. Only writing a batch acknowledges it, one batch after the other, in order.
+        batches = [entries[i : i + self.batch_size] for i in range(0, len(entries), self.batch_size)]
+        ahead: asyncio.Future[_Prepared] | None = None
         try:
-            for i in range(0, len(entries), self.batch_size):
+            ahead = self._prepare_ahead(batches[0]) if batches else None
+            for k in range(len(batches)):
+                assert ahead is not None
+                prepared = await ahead
+                ahead = self._prepare_ahead(batches[k + 1]) if k + 1 < len(batches) else None
                 try:
-                    await self._flush_batch(entries[i : i + self.batch_size])
+                    await self._write_prepared(prepared)
                 except _Fenced as exc:
                     # Redis was reloaded from PostgreSQL after we read these: leave them
                     # pending; if they still exist they are read again under the new
                     # generation, if Redis lost them the next scrape re-derives them.
                     self._fenced = True
-                    metrics.RECORDS.labels("fenced").inc(len(entries) - i)
-                    self._log.warning("flusher.fenced", records=len(entries) - i, reason=str(exc))
+                    left = sum(len(b) for b in batches[k:])
+                    metrics.RECORDS.labels("fenced").inc(left)
+                    self._log.warning("flusher.fenced", records=left, reason=str(exc))
                     return
         finally:
+            if ahead is not None:  # stopping, or failed: the batch ahead stays pending, unwritten
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
@@ -87,24 +114,39 @@ class BatchWriting:
             await asyncio.sleep(interval_s)
             await self._keep_claimed(entries)
 
-    async def _flush_batch(self, entries: list[StreamEntry]) -> None:
+    def _prepare_ahead(self, entries: list[StreamEntry]) -> "asyncio.Future[_Prepared]":
+        return asyncio.ensure_future(asyncio.to_thread(self._prepare, entries))
+
+    def _prepare(self, entries: list[StreamEntry]) -> "_Prepared":
+        """The Python work of a batch, pure (no I/O; run in a worker thread): decode and
+        convert each record (one that cannot become rows is set aside for the dead
+        letters), merge them into the batch's rows and lay those out for writing."""
         started = time.perf_counter()
-        retries_before = self.stats.retries
-        converted: list[tuple[StreamEntry, _RecordRows]] = []
-        dead: list[tuple[StreamEntry, Exception]] = []
-        gone: list[StreamEntry] = []
+        batch = _Prepared(entries)
         for entry in entries:
             if entry.fields is None:  # trimmed away while pending: nothing left to write
-                gone.append(entry)
+                batch.gone.append(entry)
                 continue
             try:
-                record = decode_record(entry.id, entry.fields)
-                converted.append((entry, record_rows(record, self.home_bookmaker)))
+                batch.converted.append((entry, entry_rows(entry.id, entry.fields, self.home_bookmaker)))
             except Exception as exc:  # RecordError, or a payload that cannot become a row
-                dead.append((entry, exc))
+                batch.dead.append((entry, exc))
+        if batch.converted:
+            try:
+                batch.rows = build_rows(rr for _, rr in batch.converted)
+                storage.prepare(batch.rows)
+            except Exception:  # the write builds them again, where a failure is bisected
+                batch.rows = None
+        batch.prepare_s = time.perf_counter() - started
+        return batch
+
+    async def _write_prepared(self, batch: "_Prepared") -> None:
+        started = time.perf_counter()
+        entries, converted, dead, gone = batch.entries, batch.converted, list(batch.dead), batch.gone
+        retries_before = self.stats.retries
         totals = _Written()
         if converted:
-            dead += await self._write_bisecting(converted, totals)
+            dead += await self._write_bisecting(converted, totals, batch.rows)
         for entry, exc in dead:
             await self._dead_letter(entry, exc)
         done = [e for e, _ in converted if all(e is not d for d, _ in dead)] + gone
@@ -132,16 +174,17 @@ class BatchWriting:
             lag_ms=lag_ms,
             retries=self.stats.retries - retries_before,
             ms=round(elapsed * 1000, 1),
+            prepare_ms=round(batch.prepare_s * 1000, 1),
         )
 
     async def _write_bisecting(
-        self, items: list[tuple[StreamEntry, _RecordRows]], totals: "_Written"
+        self, items: list[tuple[StreamEntry, _RecordRows]], totals: "_Written", rows: BatchRows | None = None
     ) -> list[tuple[StreamEntry, Exception]]:
-        """Write ``items`` in one transaction; when PostgreSQL rejects the data,
-        split the batch until the record(s) it rejects stand alone. Returns them."""
+        """Write ``items`` in one transaction (``rows``: theirs, built ahead); when PostgreSQL
+        rejects the data, split the batch until the record(s) it rejects stand alone. Returns them."""
         try:
             entries = [e for e, _ in items]
-            totals.add(await self._write_retrying(build_rows(rr for _, rr in items), entries))
+            totals.add(await self._write_retrying(rows if rows is not None else build_rows(rr for _, rr in items), entries))
             return []
         except (_Stopped, _Fenced, SchemaNotReady):
             raise

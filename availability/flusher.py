@@ -32,10 +32,14 @@ transaction. The guarantees:
 * **Bounded streams.** :meth:`Flusher.trim` drops only entries every consumer
   group has acknowledged, and never touches a stream without a group.
 
-The layers: :mod:`availability.rows` turns records into rows (pure),
-:mod:`availability.storage` writes them (every SQL statement),
-:mod:`availability.streams` reads and acknowledges the streams; this module
-is the loop that ties them together, with its retry policy.
+The layers: :mod:`availability.rows` turns records into rows (pure;
+:mod:`availability.fast_rows` in one pass), :mod:`availability.storage` writes
+them (every SQL statement), :mod:`availability.streams` reads and acknowledges
+the streams; this module is the loop that ties them together, with its retry
+policy, and :mod:`availability.flush_batch` one batch. The Python work of the
+next batch (decode, convert, merge, lay out) runs in a worker thread while the
+current one is written; batches are still written, and acknowledged, one after
+the other.
 
 While a market's first record (``n``) is still pending and a later one for it
 (``u``, ``a``, ``p``) commits first -- only possible with several flushers and

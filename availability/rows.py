@@ -1,11 +1,11 @@
 """Change records -> row values, pure: no Redis, no PostgreSQL, no I/O.
 
-The flusher decodes each stream entry into a
-:class:`~availability.records.ChangeRecord`, converts it with
-:func:`record_rows` (a record that can never become a row fails here, alone,
-and is dead-lettered), and merges a batch with :func:`build_rows` so every
-row appears once per transaction. :mod:`availability.storage` turns a
-:class:`BatchRows` into SQL.
+A stream entry decoded into a :class:`~availability.records.ChangeRecord`
+becomes row values with :func:`record_rows` (a record that can never become a
+row fails here, alone, and is dead-lettered); the flusher gets the same result
+in one pass with :func:`availability.fast_rows.entry_rows`, which falls back to
+these two. A batch is merged with :func:`build_rows` so every row appears once
+per transaction. :mod:`availability.storage` turns a :class:`BatchRows` into SQL.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ class BatchRows:
     history: set[tuple] = field(default_factory=set)
     snapshots: dict[tuple[int, str], _SnapshotRow] = field(default_factory=dict)
     rejections: set[rejections.RejectionRow] = field(default_factory=set)  # market_rejections rows
+    # every market of every record was new to the cache (flag "n"), as in a first cycle: its rows
+    # are most likely new to PostgreSQL too (see storage.batch.copy_new_markets)
+    all_new: bool = False
+    # how storage lays the market rows out for writing, computed once (storage.batch.prepare),
+    # ahead of the write when the flusher prepares the batch while the previous one is written
+    layout: Any = field(default=None, repr=False, compare=False)
 
     @property
     def snapshot_keys(self) -> list[tuple[int, str]]:
@@ -74,10 +80,21 @@ _RecordMarket = tuple[MarketRowKey, tuple, "datetime | None", "datetime | None",
 
 @dataclass(frozen=True)
 class _RecordRows:
-    """One record's contribution, converted up front so a bad record fails alone."""
+    """One record's contribution, converted up front so a bad record fails alone:
+    its row values, and of the record only what :func:`build_rows` reads (atoms and
+    tuples of atoms: a batch of them costs the garbage collector next to nothing)."""
 
-    record: ChangeRecord
+    event_id: int
+    bookmaker: str
+    scraped_at: datetime
+    kind: str
+    completeness: str
+    lists_markets: bool
+    kickoff: datetime | None
+    odds_changed: bool  # some market's odds changed (new or changed)
+    all_new: bool  # every market of the record is new to the cache (flag "n"; true when it has none)
     markets: tuple[_RecordMarket, ...]
+    transitions: tuple[tuple[str, float | None, str], ...] = ()  # (market id, line, transition)
     rejections: tuple[rejections.RejectionRow, ...] = ()
 
 
@@ -147,7 +164,12 @@ def record_rows(record: ChangeRecord, home_bookmaker: str = HOME_BOOKMAKER) -> _
         unavailable = change.became_unavailable
         seen = record.prev_complete if unavailable else at
         markets.append((key, values, at if change.odds_changed else None, seen, unavailable))
-    return _RecordRows(record, tuple(markets), rejections.rejection_rows(record))
+    return _RecordRows(
+        event_id, record.bookmaker, at, record.kind, record.completeness, record.lists_markets, record.kickoff,
+        any(c.odds_changed for c in record.changes), all(c.is_new for c in record.changes), tuple(markets),
+        tuple((key.betpawa_market_id, key.line, transition) for key, transition in record.transitions),
+        rejections.rejection_rows(record),
+    )
 
 
 def _newest(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -164,14 +186,17 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
     the same row).
     """
     rows = BatchRows()
-    per_snapshot: dict[tuple[int, str], list[ChangeRecord]] = {}
-    for rr in sorted(converted, key=lambda r: r.record.scraped_at):
-        record, at = rr.record, rr.record.scraped_at
-        per_snapshot.setdefault((record.event_id, record.bookmaker), []).append(record)
+    per_snapshot: dict[tuple[int, str], list[_RecordRows]] = {}
+    markets = rows.markets
+    all_new = True
+    for rr in sorted(converted, key=lambda r: r.scraped_at):
+        at = rr.scraped_at
+        all_new = all_new and rr.all_new
+        per_snapshot.setdefault((rr.event_id, rr.bookmaker), []).append(rr)
         for key, values, captured, seen, unavailable in rr.markets:
-            row = rows.markets.get(key)
+            row = markets.get(key)
             if row is None:
-                row = rows.markets[key] = _MarketRow(
+                markets[key] = _MarketRow(
                     key[0], key[1], key[2], key[3], values, at, at if unavailable else None, captured, seen
                 )
             else:
@@ -181,24 +206,23 @@ def build_rows(converted: Iterable[_RecordRows]) -> BatchRows:
                 row.captured = _newest(row.captured, captured)
                 row.seen = _newest(row.seen, seen)
         rows.rejections.update(rr.rejections)
-        for market_key, transition in record.transitions:
-            rows.history.add(
-                (record.event_id, record.bookmaker, market_key.betpawa_market_id, market_key.line, transition, at)
-            )
+        for market_id, line, transition in rr.transitions:
+            rows.history.add((rr.event_id, rr.bookmaker, market_id, line, transition, at))
     for (event_id, bookmaker), records in per_snapshot.items():
         snap = _SnapshotRow(event_id, bookmaker, records[-1].scraped_at, None, None, None, None)
-        for record in records:  # oldest first, replaying apply_scrape.lua's meta rules
+        for rr in records:  # oldest first, replaying apply_scrape.lua's meta rules
             advance_meta(
                 snap,
-                record.scraped_at,
-                odds_changed=any(c.odds_changed for c in record.changes),
-                listed_markets=record.lists_markets,
-                removed=record.kind == "removed",
-                complete=record.completeness == "complete",
+                rr.scraped_at,
+                odds_changed=rr.odds_changed,
+                listed_markets=rr.lists_markets,
+                removed=rr.kind == "removed",
+                complete=rr.completeness == "complete",
             )
-            if record.kickoff is not None:
-                snap.kickoff = record.kickoff
+            if rr.kickoff is not None:
+                snap.kickoff = rr.kickoff
         rows.snapshots[(event_id, bookmaker)] = snap
+    rows.all_new = all_new and bool(markets)
     return rows
 
 
@@ -210,4 +234,5 @@ def without_events(rows: BatchRows, events: set[int]) -> BatchRows:
     out.history = {h for h in rows.history if h[0] not in events}
     out.snapshots = {k: v for k, v in rows.snapshots.items() if k[0] not in events}
     out.rejections = {r for r in rows.rejections if r[0] not in events}
+    out.all_new = rows.all_new and bool(out.markets)
     return out

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from structlog.testing import capture_logs
 
 from factory import at, cached_market
+from realistic import BOOKMAKERS, event_markets
 
 from availability import metrics
 from availability.cache import MarketCache
@@ -270,6 +271,122 @@ async def test_a_batch_staged_through_copy_writes_the_same_rows(cache, make_flus
         await cache.client.xadd(stream, fields)
     replay = await make_flusher().run_once()
     assert (replay.records, replay.rows, replay.confirmed) == (4, 0, 0)
+    assert await verify(cache, database_url) == []
+
+
+def _counting_copies(monkeypatch) -> list:
+    """Make every batch big enough for COPY, and record what copy_new_markets returned."""
+    from availability.storage import batch
+
+    results: list = []
+    copy = batch.copy_new_markets
+
+    async def counting_copy(conn, rows):
+        results.append(await copy(conn, rows))
+        return results[-1]
+
+    monkeypatch.setattr(batch, "STAGE_MIN_ROWS", 1)
+    monkeypatch.setattr(batch, "copy_new_markets", counting_copy)
+    return results
+
+
+async def test_an_all_new_batch_is_copied_into_its_tables_and_a_replay_upserts(
+        cache, make_flusher, database_url, monkeypatch):
+    """A first cycle (every market new) is COPYed straight into market_odds and
+    competitor_market_odds: the same rows and times as the upserts write. Delivered
+    again, the unique keys refuse the COPY, nothing of it stays, and the upserts
+    change nothing."""
+    copies = _counting_copies(monkeypatch)
+    await cache.apply_scrape(6, "betpawa", [market("1"), market("2", 2.5), market("3", -0.0)], at(0))
+    await cache.apply_scrape(6, "sportybet", [market("1", odds=1.5), market("3")], at(1))
+    await cache.apply_scrape(7, "bet9ja", [market("1", odds=1.6)], at(2))
+    records = await stream_entries(cache)
+
+    stats = await make_flusher().run_once()
+
+    assert (stats.records, stats.rows, stats.dead_letters) == (3, 6, 0)
+    assert copies == [{"market_odds": 3, "competitor_market_odds": 3}]
+    row = market_rows(database_url)[(None, 6, "2", 2.5)]
+    assert row["outcomes"] == [{"name": "Over", "odds": 1.85, "is_active": True},
+                               {"name": "Under", "odds": 1.95, "is_active": True}]
+    assert row["market_groups"] == ["main"] and row["handicap_away"] == -2.5
+    assert (row["captured_at"], row["last_confirmed_at"], row["scraped_at"], row["unavailable_at"]) == (
+        at(0), at(0), at(0), None)
+    competitor = market_rows(database_url, "competitor_market_odds")[("bet9ja", 7, "1", None)]
+    assert (competitor["outcomes"][0]["odds"], competitor["captured_at"]) == (1.6, at(2))
+    assert await verify(cache, database_url) == []
+    before = query(database_url, "SELECT * FROM market_odds ORDER BY id")
+
+    for stream, _, fields in records:  # delivered again: every market still says "new"
+        await cache.client.xadd(stream, fields)
+    with capture_logs() as logs:
+        replay = await make_flusher().run_once()
+
+    assert copies[-1] is None and [e for e in logs if e["event"] == "flusher.copy_refused"]
+    assert (replay.records, replay.rows, replay.confirmed, replay.dead_letters) == (3, 0, 0, 0)
+    assert query(database_url, "SELECT * FROM market_odds ORDER BY id") == before
+    assert query(database_url, "SELECT count(*) AS n FROM competitor_market_odds") == [{"n": 3}]
+    assert await verify(cache, database_url) == []
+
+
+async def test_copied_rows_equal_the_rows_the_upserts_write(cache, make_flusher, database_url, monkeypatch):
+    """The realistic scrapes of three bookmakers (lines, handicaps, text odds, many outcomes),
+    flushed once through COPY and once, from the same records, through the upserts: every
+    column of every row is the same."""
+    from availability.storage import batch
+
+    copies = _counting_copies(monkeypatch)
+    for e, bookmaker in enumerate(BOOKMAKERS):
+        await cache.apply_scrape(20 + e, bookmaker, event_markets(bookmaker, 0), at(e))
+    records = await stream_entries(cache)
+    columns = "source, event_id, betpawa_market_id, line, betpawa_market_name, handicap_type, handicap_home, " \
+              "handicap_away, outcomes, market_groups, captured_at, seen_at, scraped_at, unavailable_at"
+    home = columns.replace("source, ", "")
+    every_row = (f"SELECT NULL::text AS source, {home} FROM market_odds UNION ALL "
+                 f"SELECT {columns} FROM competitor_market_odds ORDER BY 1, 2, 3, 4")
+
+    def written() -> list[dict]:
+        return query(database_url, every_row)
+
+    assert (await make_flusher().run_once()).dead_letters == 0
+    assert copies and all(copies)
+    through_copy = written()
+    assert len(through_copy) > 400
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE market_odds, competitor_market_odds, availability_snapshots")
+
+    async def refuse(conn, rows):
+        return None
+
+    monkeypatch.setattr(batch, "copy_new_markets", refuse)
+    for stream, _, fields in records:
+        await cache.client.xadd(stream, fields)
+    assert (await make_flusher().run_once()).rows == len(through_copy)
+    assert written() == through_copy
+
+
+async def test_a_poison_record_in_an_all_new_batch_is_bisected_out(cache, make_flusher, database_url, monkeypatch):
+    """PostgreSQL refuses the COPY of an all-new batch for a record's data (a NUL byte):
+    the upserts decide, bisection finds the record, it alone goes to the dead letters."""
+    copies = _counting_copies(monkeypatch)
+    shard = cache.keys.shard_of(12)
+    stream = cache.keys.changes(shard)
+    await cache.apply_scrape(12, "betpawa", [market("1")], at(0))
+    bad_market = msgpack.packb(["9@_", encode_market(CachedMarket("9", "bad\x00name", None, None, None, None, [], None)),
+                                "n"])
+    poison = await cache.client.xadd(stream, {
+        "v": "2", "kind": "scrape", "event": "12", "bookmaker": "betpawa", "scraped_at": "1795867200000001",
+        "completeness": "partial", "present": msgpack.packb(["9@_"]), "markets": bad_market})
+    await cache.apply_scrape(16, "betpawa", [market("3")], at(5))  # same shard
+
+    stats = await make_flusher(batch_size=10).run_once()
+
+    assert copies[0] is None and any(copies[1:])  # refused whole; bisected, the halves without it are copied
+    assert stats.dead_letters == 1 and stats.records == 2
+    dead = await cache.client.xrange(cache.keys.dead_letters(shard))
+    assert [f[b"source_id"] for _, f in dead] == [poison]
+    assert set(market_rows(database_url)) == {(None, 12, "1", None), (None, 16, "3", None)}
+    assert await pending(cache) == 0
     assert await verify(cache, database_url) == []
 
 

@@ -14,7 +14,9 @@ against :mod:`availability.db.models`.
 
 Per batch, the writes are set-based: one ``INSERT ... SELECT FROM unnest(...)
 ON CONFLICT DO UPDATE`` per table, all sent in one pipeline, after a check of
-the warm-up fence (:func:`write_batch`). Only markets whose state changed are
+the warm-up fence (:func:`write_batch`); a big all-new batch (a first cycle) is
+COPYed straight into its tables, the upserts running only if a key was there
+already (:func:`copy_new_markets`). Only markets whose state changed are
 written: a complete scrape's confirmation of the rest is one snapshot column,
 ``last_complete_at``, and a market's last confirmation is derived from it
 (:data:`~availability.db.models.LAST_CONFIRMED_SQL`, revision 0006).
@@ -26,7 +28,17 @@ the transaction that writes a batch, checks it under a share lock: a batch
 read before a warm-up can never commit after it.
 """
 
-from availability.storage.batch import STAGE_MIN_ROWS, Written, _upsert_sql, stage_markets, statements, write_batch
+from availability.storage.batch import (
+    STAGE_MIN_ROWS,
+    Written,
+    _upsert_sql,
+    copy_new_markets,
+    market_values,
+    prepare,
+    stage_markets,
+    statements,
+    write_batch,
+)
 from availability.storage.columns import JSON_COLUMNS, MARKET_COLUMNS, SOURCE_COLUMN
 from availability.storage.connection import Database, is_transient_pg
 from availability.storage.fence import (
@@ -64,6 +76,9 @@ __all__ = [
     "PgSnapshot",
     "statements",
     "stage_markets",
+    "copy_new_markets",
+    "market_values",
+    "prepare",
     "write_batch",
     "read_generation",
     "bump_generation",

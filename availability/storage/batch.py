@@ -1,6 +1,9 @@
 """A flusher batch: set-based upserts (one ``INSERT ... SELECT FROM unnest(...) ON
 CONFLICT DO UPDATE`` per table, or COPY into a staging table when the batch is
-insert-heavy), sent in one pipeline after a check of the warm-up fence."""
+insert-heavy), sent in one pipeline after a check of the warm-up fence. A big
+batch whose markets are all new (a first cycle) is first COPYed straight into
+its tables, in a savepoint; a key already there refuses it, and the upserts run
+(:func:`copy_new_markets`)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from availability.db import rejections
 from availability.logs import get_logger
 from availability.rows import BatchRows, MarketRowKey, without_events
 from availability.storage.columns import _STATE_COLUMNS, JSON_COLUMNS, MARKET_COLUMNS, SOURCE_COLUMN
+from availability.storage.connection import is_transient_pg
+from availability.storage.copy_data import encode_copy
 from availability.storage.fence import FENCE_CHECK_SQL, Fenced
 
 
@@ -120,6 +125,27 @@ def _staged_upsert_sql(competitor: bool) -> str:
 
 _STAGED_UPSERTS = {competitor: _staged_upsert_sql(competitor) for competitor in (False, True)}
 
+# All new (a first cycle): binary COPY straight into the tables, in a savepoint, tried before
+# the staged upserts. For a row whose key is not in its table yet the upsert inserts exactly
+# the row COPY inserts; a key that is there already (a replayed batch, say) makes the unique
+# constraint refuse the COPY, and the upserts run instead. COPY inserts rows in bulk, which
+# the upsert's row-by-row conflict check cannot: it takes ~2/3 of the staged path's time.
+# The payload is built ahead (storage.copy_data, see prepare), off the event loop.
+
+
+def _copy_sql(competitor: bool) -> str:
+    table = "competitor_market_odds" if competitor else "market_odds"
+    names = (["source"] if competitor else []) + [name for name, _ in MARKET_COLUMNS]
+    return f"COPY {table} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
+
+
+_COPY_SQL = {competitor: _copy_sql(competitor) for competitor in (False, True)}
+_COPY_TYPES = {
+    competitor: ([SOURCE_COLUMN[1]] if competitor else [])
+    + ["jsonb" if name in JSON_COLUMNS else kind for name, kind in MARKET_COLUMNS]
+    for competitor in (False, True)
+}
+
 
 def _lock_id(event_id: int, bookmaker: str) -> int:
     digest = hashlib.blake2b(f"{event_id}:{bookmaker}".encode(), digest_size=4).digest()
@@ -135,6 +161,44 @@ def _sort_key(key: MarketRowKey) -> tuple:
     return (source or "", event, market, line is not None, line or 0.0)
 
 
+@dataclass
+class _Layout:
+    """A batch's market rows laid out for writing (:func:`prepare`)."""
+
+    values: dict[bool, list[tuple]]  # competitor? -> column values sorted by key
+    copy: dict[bool, bytes] | None = None  # competitor? -> binary COPY payload (all-new batches)
+
+
+def _layout(rows: BatchRows) -> _Layout:
+    if rows.layout is None:
+        rows.layout = _Layout(_market_values(rows))
+    return rows.layout
+
+
+def market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
+    """The market rows' column values (``source`` first for competitors), sorted by key;
+    computed once per :class:`BatchRows`."""
+    return _layout(rows).values
+
+
+def _copy_payloads(rows: BatchRows) -> dict[bool, bytes]:
+    layout = _layout(rows)
+    if layout.copy is None:
+        layout.copy = {c: encode_copy(v, _COPY_TYPES[c]) for c, v in layout.values.items() if v}
+    return layout.copy
+
+
+def prepare(rows: BatchRows) -> None:
+    """Do ahead the Python work :func:`write_batch` would do on the event loop: lay the
+    market rows out, and build the COPY payload of an all-new batch. Pure; the flusher
+    runs it in a worker thread while the previous batch is written. A value COPY
+    cannot hold is left for the write to refuse (and the upserts to decide)."""
+    _layout(rows)
+    if rows.all_new and len(rows.markets) >= STAGE_MIN_ROWS:
+        with contextlib.suppress(Exception):
+            _copy_payloads(rows)
+
+
 def _market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
     """The market rows' column values (``source`` first for competitors), sorted by key."""
     groups: dict[bool, list[tuple]] = {False: [], True: []}
@@ -147,20 +211,23 @@ def _market_values(rows: BatchRows) -> dict[bool, list[tuple]]:
     return groups
 
 
-def statements(rows: BatchRows, *, staged: bool = False) -> list[tuple[str, str, list]]:
+def statements(rows: BatchRows, *, staged: bool = False, copied: bool = False) -> list[tuple[str, str, list]]:
     """``(label, sql, params)`` of one batch, rows sorted by key (a stable lock order);
-    ``staged``: the market rows are in the staging table (:func:`stage_markets`)."""
+    ``staged``: the market rows are in the staging table (:func:`stage_markets`);
+    ``copied``: they are written already (:func:`copy_new_markets`)."""
     out: list[tuple[str, str, list]] = []
     locks = sorted({_lock_id(e, b) for e, b in rows.snapshots})
     out.append(("locks", _LOCK_SQL, [_LOCK_CLASS, locks]))
 
-    if staged:
+    if copied:
+        pass
+    elif staged:
         for competitor in (False, True):
             if any((key[0] is not None) == competitor for key in rows.markets):
                 label = "competitor_market_odds" if competitor else "market_odds"
                 out.append((label, _STAGED_UPSERTS[competitor], []))
     else:
-        for competitor, values in _market_values(rows).items():
+        for competitor, values in market_values(rows).items():
             if values:
                 label = "competitor_market_odds" if competitor else "market_odds"
                 out.append((label, _UPSERTS[competitor], _columns(values)))
@@ -207,10 +274,37 @@ async def stage_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> None:
         async with cur.copy(_STAGE_COPY) as copy:
             copy.set_types([kind for _, kind in _STAGE_COLUMNS])
             ordinal = 0
-            for competitor, values in _market_values(rows).items():
+            for competitor, values in market_values(rows).items():
                 for v in values:
                     ordinal += 1
                     await copy.write_row((ordinal, *v) if competitor else (ordinal, None, *v))
+
+
+async def copy_new_markets(conn: psycopg.AsyncConnection, rows: BatchRows) -> dict[str, int] | None:
+    """COPY the batch's market rows straight into their tables, in key order, in a savepoint
+    of the caller's transaction. Returns the rows written per table, or ``None`` when
+    PostgreSQL refused them (a key already there) or a value cannot be sent: then nothing
+    was written, and the caller upserts. A connection that failed is raised (the caller's
+    retries wait it out)."""
+    try:
+        payloads = _copy_payloads(rows)
+    except Exception as exc:  # a value binary COPY cannot carry: the upserts decide
+        _log.info("flusher.copy_refused", rows=len(rows.markets), error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    copied: dict[str, int] = {}
+    try:
+        async with conn.transaction():  # a savepoint: a refusal undoes only the COPY
+            for competitor, payload in payloads.items():
+                async with conn.cursor() as cur:
+                    async with cur.copy(_COPY_SQL[competitor]) as copy:
+                        await copy.write(payload)  # the whole binary format: signature to trailer
+                copied["competitor_market_odds" if competitor else "market_odds"] = len(market_values(rows)[competitor])
+    except psycopg.Error as exc:
+        if is_transient_pg(exc) or conn.broken:
+            raise
+        _log.info("flusher.copy_refused", rows=len(rows.markets), error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    return copied
 
 
 async def write_batch(
@@ -241,7 +335,13 @@ async def write_batch(
                 planned = statements(rows, staged=staged)
                 written.pruned_events += len(pruned)
                 _log.info("flusher.pruned_events_skipped", events=sorted(pruned))
-            if staged:
+            copied = await copy_new_markets(conn, rows) if staged and rows.all_new else None
+            if copied is not None:
+                planned = statements(rows, copied=True)
+                for label, count in copied.items():
+                    written.rows += count
+                    metrics.ROWS.labels(label).inc(count)
+            elif staged:
                 await stage_markets(conn, rows)
             for label, sql, params in planned:
                 cur = conn.cursor()
