@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
@@ -387,3 +387,51 @@ async def test_after_warm_up_a_remembered_snapshot_is_sent_whole(redis_client, k
     finally:
         await delete_prefix(redis_client, key_prefix)
 
+
+
+# ---------------------------------------------------------------- the payload-is-a-market rule
+
+
+_IDS = iter(range(900_000, 10_000_000))
+_PARTS = st.text(alphabet="1x@", min_size=0, max_size=3)
+
+
+@st.composite
+def fields_and_ids(draw: Any) -> tuple[str, str]:
+    """A market id (an '@' in it too) and the field a payload of it is sent under: the id
+    and one more character ("<id>@<line>" when it is '@') and the rest, or anything with an
+    '@' (another id, an id's prefix, a line holding '@')."""
+    market_id = draw(st.text(alphabet="1x@", min_size=1, max_size=3))
+    if draw(st.integers(0, 3)) > 0:
+        field = market_id + draw(st.sampled_from("@@1x")) + draw(_PARTS)
+    else:
+        field = draw(_PARTS) + "@" + draw(_PARTS)
+    return field, market_id
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=fields_and_ids())
+async def test_a_payload_is_stored_only_under_a_field_of_its_own_market(cache, redis_client, case):
+    """The script's check of a payload's field (is_market in apply_scrape.lua) against the
+    rule it implements: the field is "<id>@<line>" of the payload's own id, the line
+    non-empty and without '@'. Anything else is refused before any write."""
+    field, market_id = case
+    # (a field without an "@", shorter than "x@", or the call's other market is refused
+    # earlier, as such)
+    assume(len(field) >= 2 and "@" in field and field != "2@_")
+    event_id = next(_IDS)
+    prepared = cache._prepare(Scrape(event_id, BM, [mk("1"), mk("2")], at(0)))
+    args = list(prepared.args)
+    assert args[11] == "1@_"
+    args[11] = field
+    args[12] = msgpack.packb([market_id, "Market", None, None, None, None, [], None])
+    rule = len(field) > len(market_id) + 1 and field.startswith(market_id + "@") \
+        and "@" not in field[len(market_id) + 1:]
+    sha = await cache.script.load()
+    if rule:
+        reply = await redis_client.evalsha(sha, len(prepared.keys), *prepared.keys, *args)
+        assert reply[0] == b"applied"
+    else:
+        with pytest.raises(ResponseError, match="payload is not a market for this field"):
+            await redis_client.evalsha(sha, len(prepared.keys), *prepared.keys, *args)
+        assert await redis_client.exists(cache.keys.markets(event_id, BM)) == 0

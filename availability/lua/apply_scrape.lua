@@ -52,14 +52,17 @@
 --      | {"resend"}                   short form only: send the full form (nothing written)
 -- Errors are raised before the first write, so a rejected call writes nothing.
 
-local find = string.find
+local find, match, sub, byte = string.find, string.match, string.sub, string.byte
+local ARGV, KEYS = ARGV, KEYS
+local unpack_one, pack = cmsgpack.unpack_one, cmsgpack.pack
+local unpack = unpack
 
 local function fail(what)
   return redis.error_reply('ERR availability: ' .. what)
 end
 
 local function is_uint(s)
-  return type(s) == 'string' and string.match(s, '^%d+$') ~= nil and #s <= 16
+  return type(s) == 'string' and match(s, '^%d+$') ~= nil and #s <= 16
 end
 
 -- ---------------------------------------------------------------- validate everything first
@@ -69,7 +72,7 @@ local scraped_us, scraped_iso, completeness = ARGV[4], ARGV[5], ARGV[6]
 local expire_at_ms, present_blob, digest, rejected_blob = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local FIRST = 12  -- ARGV index of key_1
 if mode ~= 'scrape' and mode ~= 'removed' then return fail('mode: expected scrape or removed, got ' .. tostring(mode)) end
-if type(event_id) ~= 'string' or not string.match(event_id, '^%-?[1-9]%d*$') or #event_id - (string.byte(event_id) == 45 and 1 or 0) > 16 then return fail('event_id: expected a non-zero integer (negative for competitor-only events), got ' .. tostring(event_id)) end
+if type(event_id) ~= 'string' or not match(event_id, '^%-?[1-9]%d*$') or #event_id - (string.byte(event_id) == 45 and 1 or 0) > 16 then return fail('event_id: expected a non-zero integer (negative for competitor-only events), got ' .. tostring(event_id)) end
 if type(bookmaker) ~= 'string' or #bookmaker == 0 then return fail('bookmaker: expected a slug') end
 if not is_uint(scraped_us) then return fail('scraped_us: expected integer microseconds, got ' .. tostring(scraped_us)) end
 if type(scraped_iso) ~= 'string' or #scraped_iso ~= 27 then return fail('scraped_iso: expected YYYY-MM-DDTHH:MM:SS.ffffffZ, got ' .. tostring(scraped_iso)) end
@@ -80,7 +83,7 @@ if not is_uint(expire_at_ms) then return fail('expire_at_ms: expected an integer
 if type(digest) ~= 'string' or #digest == 0 or #digest > 64 then return fail('digest: expected 1 to 64 bytes') end
 if type(rejected_blob) ~= 'string' then return fail('rejected_blob: expected a string') end
 if #rejected_blob > 0 then
-  local ok, offset, r = pcall(cmsgpack.unpack_one, rejected_blob)
+  local ok, offset, r = pcall(unpack_one, rejected_blob)
   if not ok or offset ~= -1 or type(r) ~= 'table' then return fail('rejected_blob: expected a msgpack list') end
 end
 if not is_uint(ARGV[11]) then return fail('n: expected an integer, got ' .. tostring(ARGV[11])) end
@@ -101,7 +104,7 @@ if short then
   listed = tonumber(ARGV[LAST + 3])
   if mode ~= 'scrape' or completeness ~= 'complete' then return fail('the short form is for complete scrapes only') end
   if listed < n then return fail('listed: ' .. listed .. ' markets listed, ' .. n .. ' sent') end
-  local ok, offset, m = pcall(cmsgpack.unpack_one, ARGV[LAST + 4])
+  local ok, offset, m = pcall(unpack_one, ARGV[LAST + 4])
   if not ok or offset ~= -1 or type(m) ~= 'table' then return fail('missing_blob: expected a msgpack list') end
   missing_listed = m
 end
@@ -111,7 +114,7 @@ if mode == 'removed' and (n ~= 0 or completeness ~= 'empty') then return fail('m
 
 -- present[field] = its index in ARGV; the compare step below turns it into true
 -- (stored, same payload), false (stored, other payload) or 'held' (stored, held).
--- (In the short form it holds the markets sent only.)
+-- (In the short form it holds the markets sent, and false for each missing one.)
 local present = {}
 for i = FIRST, LAST, 2 do
   local key = ARGV[i]
@@ -119,7 +122,6 @@ for i = FIRST, LAST, 2 do
   if present[key] then return fail('market ' .. key .. ': duplicate field (merge rows before sending)') end
   present[key] = i
 end
-local missing_set = {}
 if short then
   for i = FIRST + 1, LAST, 2 do
     if #ARGV[i] == 0 then return fail('market ' .. ARGV[i - 1] .. ': a held market is sent in the full form only') end
@@ -128,20 +130,21 @@ if short then
     local key = missing_listed[j]
     -- (only a stored field is ever stamped: one that is not makes the call a resend)
     if type(key) ~= 'string' then return fail('missing_blob: item ' .. j .. ' is not a field') end
-    if present[key] or missing_set[key] then return fail('missing_blob: ' .. key .. ' is sent or listed twice') end
-    missing_set[key] = true
+    if present[key] ~= nil then return fail('missing_blob: ' .. key .. ' is sent or listed twice') end
+    present[key] = false
   end
 end
 
 -- A payload must be a market (a positional msgpack array, schema 2) for the field
 -- it is stored under: readers decode every stored payload.
 local function is_market(key, payload)
-  local ok, offset, m = pcall(cmsgpack.unpack_one, payload)
+  local ok, offset, m = pcall(unpack_one, payload)
   if not ok or offset ~= -1 or type(m) ~= 'table' then return false end
   local id = m[1]
   if type(id) ~= 'string' or type(m[2]) ~= 'string' or type(m[7]) ~= 'table' then return false end
   -- the field is "<id>@<line>", and the line part holds no '@'
-  return #key > #id + 1 and string.sub(key, 1, #id + 1) == id .. '@' and not find(key, '@', #id + 2, true)
+  local at = #id + 1
+  return #key > at and byte(key, at) == 64 and sub(key, 1, at - 1) == id and not find(key, '@', at + 1, true)
 end
 
 -- ---------------------------------------------------------------- cold and stale checks
@@ -175,35 +178,37 @@ local stamped_keys = redis.call('HKEYS', KEYS[2])
 local stamped_before = {}
 for i = 1, #stamped_keys do stamped_before[stamped_keys[i]] = true end
 local stored_count
-local not_listed = {}  -- the stored fields a complete scrape did not list (in the reply)
+local not_listed  -- the stored fields a complete scrape did not list (in the reply)
 
 if short then
   -- ---------------------------------------------------------------- short form: compare
   -- Stored payloads of the markets sent, of the listed ones that come back ('a') and of
   -- the missing ones to stamp ('u'): nothing else is read.
-  local want = {}
-  for i = FIRST, LAST, 2 do want[#want + 1] = ARGV[i] end
-  local first_u = #want + 1
+  -- (the appends count in locals: no '#' of a growing table in these loops)
+  local want, w = {}, 0
+  for i = FIRST, LAST, 2 do w = w + 1; want[w] = ARGV[i] end
+  local first_u = w + 1
   for j = 1, #missing_listed do
-    if not stamped_before[missing_listed[j]] then want[#want + 1] = missing_listed[j] end
+    if not stamped_before[missing_listed[j]] then w = w + 1; want[w] = missing_listed[j] end
   end
-  local first_a = #want + 1
+  local first_a = w + 1
   for j = 1, #stamped_keys do
     local key = stamped_keys[j]
-    if not present[key] and not missing_set[key] then want[#want + 1] = key end
+    if present[key] == nil then w = w + 1; want[w] = key end
   end
-  local got = {}
-  if #want <= 4000 then
-    if #want > 0 then got = redis.call('HMGET', KEYS[1], unpack(want)) end
+  local got
+  if w <= 4000 then
+    got = w > 0 and redis.call('HMGET', KEYS[1], unpack(want)) or {}
   else
-    for i = 1, #want, 4000 do
-      local part = redis.call('HMGET', KEYS[1], unpack(want, i, math.min(i + 3999, #want)))
+    got = {}
+    for i = 1, w, 4000 do
+      local part = redis.call('HMGET', KEYS[1], unpack(want, i, math.min(i + 3999, w)))
       for j = 1, #part do got[i + j - 1] = part[j] end
     end
   end
   -- the worker's account of the stored markets must hold: every market it says is
   -- stored is, and they are all there is
-  for j = first_u, #want do
+  for j = first_u, w do
     if not got[j] then return {'resend'} end
   end
   local sent_stored = 0
@@ -212,13 +217,18 @@ if short then
   end
   stored_count = redis.call('HLEN', KEYS[1])
   if stored_count ~= listed - n + sent_stored + #missing_listed then return {'resend'} end
+  local j = 0
   for i = FIRST, LAST, 2 do
-    if ARGV[i + 1] ~= got[(i - FIRST) / 2 + 1] and not is_market(ARGV[i], ARGV[i + 1]) then
+    j = j + 1
+    if ARGV[i + 1] ~= got[j] and not is_market(ARGV[i], ARGV[i + 1]) then
       return fail('market ' .. ARGV[i] .. ': payload is not a market for this field')
     end
   end
+  local nw, nr, na, nu, ns = 0, 0, 0, 0, 0
+  j = 0
   for i = FIRST, LAST, 2 do
-    local key, payload, old = ARGV[i], ARGV[i + 1], got[(i - FIRST) / 2 + 1]
+    j = j + 1
+    local key, payload, old = ARGV[i], ARGV[i + 1], got[j]
     local flags
     if old == payload then
       unchanged = unchanged + 1
@@ -228,29 +238,31 @@ if short then
       else
         new = new + 1; flags = 'n'
       end
-      writes[#writes + 1] = key; writes[#writes + 1] = payload
+      writes[nw + 1] = key; writes[nw + 2] = payload; nw = nw + 2
     end
     if stamped_before[key] then
-      became_available[#became_available + 1] = key; flags = (flags or '') .. 'a'
+      na = na + 1; became_available[na] = key
+      flags = (flags == 'c' and 'ca') or (flags == 'n' and 'na') or 'a'
     end
     if flags then
-      record[#record + 1] = key; record[#record + 1] = payload; record[#record + 1] = flags
+      record[nr + 1] = key; record[nr + 2] = payload; record[nr + 3] = flags; nr = nr + 3
     end
   end
   unchanged = unchanged + listed - n
-  for j = first_a, #want do
-    became_available[#became_available + 1] = want[j]
-    record[#record + 1] = want[j]; record[#record + 1] = got[j]; record[#record + 1] = 'a'
+  for k = first_a, w do
+    na = na + 1; became_available[na] = want[k]
+    record[nr + 1] = want[k]; record[nr + 2] = got[k]; record[nr + 3] = 'a'; nr = nr + 3
   end
-  for j = first_u, first_a - 1 do
-    local key = want[j]
-    became_unavailable[#became_unavailable + 1] = key
-    stamps[#stamps + 1] = key; stamps[#stamps + 1] = scraped_iso
-    record[#record + 1] = key; record[#record + 1] = got[j]; record[#record + 1] = 'u'
+  for k = first_u, first_a - 1 do
+    local key = want[k]
+    nu = nu + 1; became_unavailable[nu] = key
+    stamps[ns + 1] = key; stamps[ns + 2] = scraped_iso; ns = ns + 2
+    record[nr + 1] = key; record[nr + 2] = got[k]; record[nr + 3] = 'u'; nr = nr + 3
   end
   not_listed = missing_listed
 else
   -- ---------------------------------------------------------------- full form: compare (read each hash once)
+  not_listed = {}
   local stored_flat = redis.call('HGETALL', KEYS[1])
   stored_count = #stored_flat / 2
   -- one pass over the stored markets: compare the present ones, collect the others
@@ -363,18 +375,25 @@ end
 -- One change record per applied scrape: the flushers need nothing else, so
 -- expiring cache keys never lose a change, and PostgreSQL's last applied
 -- scrape time never lags Redis's (warm-up keeps refusing stale scrapes).
-local entry = {'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
-               'scraped_at', scraped_us, 'completeness', completeness,
-               'present', present_blob, 'markets', cmsgpack.pack(record), 'kickoff', kickoff,
-               'prev_complete', meta_before[7] or ''}
--- only when there are any: records without it read as "none rejected", by old code too
-if #rejected_blob > 0 then entry[#entry + 1] = 'rejected'; entry[#entry + 1] = rejected_blob end
-local stream_id = redis.call('XADD', KEYS[5], '*', unpack(entry))
+-- ("rejected" only when there are any: records without it read as "none rejected", by old
+-- code too.) Passed straight to XADD: no table built for it.
+local stream_id
+if #rejected_blob > 0 then
+  stream_id = redis.call('XADD', KEYS[5], '*', 'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
+                   'scraped_at', scraped_us, 'completeness', completeness,
+                   'present', present_blob, 'markets', pack(record), 'kickoff', kickoff,
+                   'prev_complete', meta_before[7] or '', 'rejected', rejected_blob)
+else
+  stream_id = redis.call('XADD', KEYS[5], '*', 'v', '2', 'kind', mode, 'event', event_id, 'bookmaker', bookmaker,
+                   'scraped_at', scraped_us, 'completeness', completeness,
+                   'present', present_blob, 'markets', pack(record), 'kickoff', kickoff,
+                   'prev_complete', meta_before[7] or '')
+end
 local result = {new, changed, unchanged, became_unavailable, became_available, stream_id}
 -- kept so that a retried call of this very scrape learns what it did; applied_id names the
 -- state this application left (the short form's base_id)
 meta[#meta + 1] = 'last_digest'; meta[#meta + 1] = digest
-meta[#meta + 1] = 'last_reply'; meta[#meta + 1] = cmsgpack.pack(result)
+meta[#meta + 1] = 'last_reply'; meta[#meta + 1] = pack(result)
 meta[#meta + 1] = 'applied_id'; meta[#meta + 1] = stream_id
 redis.call('HSET', KEYS[3], unpack(meta))
 if expire_at_ms ~= '0' then
