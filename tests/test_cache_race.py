@@ -237,5 +237,9 @@ async def test_racing_worker_processes_follow_the_reference(redis_url, redis_cli
     statuses = Counter(x["status"] for x in lines)
     assert statuses["stale"] + statuses["duplicate"] > len(scrapes) / 2
     assert statuses["duplicate"] > 0
-    assert statuses["applied"] > len(scrapes) / 3
+    # How many of a pair's 18 scrapes land before a newer one makes them stale depends on the
+    # scheduling (seen: 131-190 of 324 on an idle machine, 101 under a loaded CI run, where a
+    # worker's short-form call answered "resend" lands a round trip later): several per pair
+    # is what shows the interleaving was real.
+    assert statuses["applied"] > 3 * len(EVENTS) * len(BOOKMAKERS)
     assert len(reported) > 100
