@@ -6,6 +6,8 @@
   markets different (outcome names, groups, handicap fields).
 * :func:`scraped_market`: a market as a scraper hands it over (a plain ``dict``),
   two active outcomes, for tests where only the key and the odds matter.
+* :func:`availability`: the command line as a user runs it (``python -m availability``
+  in a subprocess), with only the settings given.
 * :func:`warm_cache`: the cache most tests start from, marked ready; the
   ``cache`` fixture of ``conftest.py`` builds it with the test module's
   ``SHARDS`` (16 when the module sets none).
@@ -13,6 +15,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -21,7 +26,7 @@ from availability.cache import MarketCache
 from availability.keys import DEFAULT_SHARDS
 from availability.model import CachedMarket
 
-__all__ = ["T0", "UTC", "Outcome", "at", "cached_market", "scraped_market", "warm_cache"]
+__all__ = ["T0", "UTC", "Outcome", "at", "availability", "cached_market", "scraped_market", "warm_cache"]
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -33,6 +38,18 @@ Outcome = tuple[str, float, bool]
 def at(minutes: float) -> datetime:
     """``minutes`` after :data:`T0`."""
     return T0 + timedelta(minutes=minutes)
+
+
+def availability(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+                 **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m availability ARGS``; ``settings`` become environment
+    variables (``REDIS_URL=...``); REDIS_URL/DATABASE_URL are unset otherwise."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
+    base.update(env or {})
+    base.update(settings)
+    return subprocess.run([sys.executable, "-m", "availability", *args], capture_output=True, text=True,
+                          env=base, timeout=timeout)
 
 
 def scraped_market(market_id: str, line: float | None = None, odds: float = 1.85) -> dict:

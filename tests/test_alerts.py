@@ -7,14 +7,12 @@ snapshot read back with ``get_snapshots`` and looked at in plain Python.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from factory import scraped_market as mk
+from factory import availability, scraped_market as mk
 
 from availability import retention
 from availability.alerts import EventAlert, count_events_with_unavailable, redis_alerts
@@ -158,12 +156,9 @@ async def test_alerts_command(cache, database_url, redis_url, key_prefix):
     await cache.apply_scrape(22, "sportybet", [mk("1")], NOW + timedelta(minutes=5))
     async with Flusher(cache, database_url, block_ms=50) as flusher:
         await flusher.run_once()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
-    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
-
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "availability", "--prefix", key_prefix, "--shards", str(SHARDS),
-                               "alerts", *args], capture_output=True, text=True, env=env, timeout=120)
+        return availability("--prefix", key_prefix, "--shards", str(SHARDS), "alerts", *args,
+                            REDIS_URL=redis_url, DATABASE_URL=database_url)
 
     for source in ("redis", "postgres"):
         done = run("--json", "--source", source)

@@ -17,25 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from factory import T0
+from factory import T0, availability
 
 from availability.cache import MarketCache
 from availability.demo import render_report
 from availability.harness import free_port
 
 EVENT = 1234  # shard 2 of 16
-
-
-def availability(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-                 **settings: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m availability ARGS``; ``settings`` become environment
-    variables (``REDIS_URL=...``); REDIS_URL/DATABASE_URL are unset otherwise."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
-    base.update(env or {})
-    base.update(settings)
-    return subprocess.run([sys.executable, "-m", "availability", *args], capture_output=True, text=True,
-                          env=base, timeout=timeout)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -7,9 +7,6 @@ MarketCache, flushed to PostgreSQL by the Flusher; then reads it back.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import psycopg
@@ -29,6 +26,7 @@ from availability.reader import (
     parse_market_filter,
 )
 from availability.verify import verify
+from factory import availability
 from reading import SHARDS
 from reading import at, build_event, flush, market
 
@@ -223,14 +221,6 @@ async def test_compare_from_redis_equals_compare_from_postgres_on_a_realistic_fe
 # ---------------------------------------------------------------- the command line
 
 
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
-    base.update(env)
-    return subprocess.run([sys.executable, "-m", "availability", *args], capture_output=True, text=True,
-                          env=base, timeout=120)
-
-
 @pytest.fixture
 async def built(cache, database_url, redis_url, key_prefix):
     await build_event(cache, database_url)
@@ -239,41 +229,41 @@ async def built(cache, database_url, redis_url, key_prefix):
 
 
 async def test_cli_compare_prints_each_bookmakers_state_from_either_store(built):
-    shown = run_cli("compare", "1", **built)
+    shown = availability("compare", "1", **built)
     assert shown.returncode == 0, shown.stderr
     lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip()[:1].isdigit()}
     assert lines["16@0.0"].split()[2:] == ["16", "gone", "since", "12:05:00", "(was", "1.85", "/", "2.05)",
                                            "never", "offered", "never", "offered"]
     assert "left at 12:12:00" in shown.stdout and "never listed this event" in shown.stdout
-    from_redis = json.loads(run_cli("compare", "1", "--json", **built).stdout)
-    from_pg = json.loads(run_cli("compare", "1", "--json", "--source", "postgres", **built).stdout)
+    from_redis = json.loads(availability("compare", "1", "--json", **built).stdout)
+    from_pg = json.loads(availability("compare", "1", "--json", "--source", "postgres", **built).stdout)
     assert from_redis["markets"] == from_pg["markets"] and from_redis["bookmakers"] == from_pg["bookmakers"]
     one = next(m for m in from_redis["markets"] if m["key"] == "1@_")
     assert one["bookmakers"]["sportybet"] == {
         "status": "unavailable", "unavailable_since": "2026-11-28T12:12:00.000000Z",
         "outcomes": [{"name": "Home", "odds": 1.8, "is_active": True}, {"name": "Away", "odds": 2.05, "is_active": True}]}
     assert one["bookmakers"]["bet9ja"]["status"] == "never_offered"
-    gaps = json.loads(run_cli("compare", "1", "--json", "--gaps-only", **built).stdout)
+    gaps = json.loads(availability("compare", "1", "--json", "--gaps-only", **built).stdout)
     # unavailable now somewhere; 18@3.5 came back, and never offered (bet9ja) is no gap
     assert [m["key"] for m in gaps["markets"]] == ["1@_", "16@_", "16@0.0", "18@2.5"]
 
 
 async def test_cli_compare_of_an_unknown_event_exits_1_and_of_an_unknown_prefix_2(built):
-    nothing = run_cli("compare", "99", **built)
+    nothing = availability("compare", "99", **built)
     assert nothing.returncode == 1
     assert nothing.stderr.strip() == f"Error: event 99: nothing stored in redis (prefix {built['AVAILABILITY_PREFIX']!r})"
     assert nothing.stdout == ""
-    wrong = run_cli("compare", "1", **(built | {"AVAILABILITY_PREFIX": built["AVAILABILITY_PREFIX"] + "x"}))
+    wrong = availability("compare", "1", **(built | {"AVAILABILITY_PREFIX": built["AVAILABILITY_PREFIX"] + "x"}))
     assert wrong.returncode == 2 and "no deployment in Redis" in wrong.stderr  # a mistyped --prefix: configuration
 
 
 async def test_cli_history_filters_and_json(built):
-    shown = run_cli("history", "1", "--bookmaker", "betpawa", "--market", "18@3.5", **built)
+    shown = availability("history", "1", "--bookmaker", "betpawa", "--market", "18@3.5", **built)
     assert shown.returncode == 0, shown.stderr
     rows = [line.split() for line in shown.stdout.splitlines() if line.strip().startswith("2026")]
     assert rows == [["2026-11-28", "12:05:00.000000", "betpawa", "18@3.5", "became", "unavailable"],
                     ["2026-11-28", "12:10:00.000000", "betpawa", "18@3.5", "became", "available"]]
-    data = json.loads(run_cli("history", "1", "--since", "2026-11-28T12:10:00", "--json", **built).stdout)
+    data = json.loads(availability("history", "1", "--since", "2026-11-28T12:10:00", "--json", **built).stdout)
     assert [(t["bookmaker"], t["key"], t["transition"], t["at"]) for t in data] == [
         ("betpawa", "18@3.5", "became_available", "2026-11-28T12:10:00.000000Z"),
         ("sportybet", "1@_", "became_unavailable", "2026-11-28T12:12:00.000000Z"),
@@ -281,7 +271,7 @@ async def test_cli_history_filters_and_json(built):
         ("sportybet", "18@2.5", "became_unavailable", "2026-11-28T12:12:00.000000Z"),
     ]
     # a time with its own zone: 13:11 in UTC+1 is 12:11 UTC
-    later = json.loads(run_cli("history", "1", "--since", "2026-11-28T13:11:00+01:00", "--json", **built).stdout)
+    later = json.loads(availability("history", "1", "--since", "2026-11-28T13:11:00+01:00", "--json", **built).stdout)
     assert {t["at"] for t in later} == {"2026-11-28T12:12:00.000000Z"}
 
 
@@ -292,7 +282,7 @@ async def test_cli_history_filters_and_json(built):
     (("compare", "1", "--source", "mysql"), "Invalid value for '--source'"),
 ])
 def test_cli_reading_usage_errors_are_one_line_exit_2(args, message):
-    result = run_cli(*args, REDIS_URL="redis://127.0.0.1:1/0", DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x")
+    result = availability(*args, REDIS_URL="redis://127.0.0.1:1/0", DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x")
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
@@ -300,7 +290,7 @@ def test_cli_reading_usage_errors_are_one_line_exit_2(args, message):
 
 
 def test_cli_history_on_an_unreachable_database_masks_the_password():
-    result = run_cli("history", "1", DATABASE_URL="postgresql://reader:s3cret@127.0.0.1:1/db")
+    result = availability("history", "1", DATABASE_URL="postgresql://reader:s3cret@127.0.0.1:1/db")
     assert result.returncode == 2
     assert result.stderr.startswith("Error: cannot reach PostgreSQL at postgresql://reader:***@127.0.0.1:1/db")
     assert "s3cret" not in result.stderr + result.stdout

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from factory import scraped_market as mk
+from factory import availability, scraped_market as mk
 
 from availability import retention
 from availability.cache import MarketCache, Scrape
@@ -234,12 +232,9 @@ async def test_prune_command(cache, database_url, redis_url, key_prefix):
     await scrape_twice(cache, RECENT, now - timedelta(days=2), now - timedelta(days=3))
     async with Flusher(cache, database_url, block_ms=50) as flusher:
         await flusher.run_once()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
-    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
-
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "availability", "--prefix", key_prefix, "--shards", str(SHARDS),
-                               *args], capture_output=True, text=True, env=env, timeout=120)
+        return availability("--prefix", key_prefix, "--shards", str(SHARDS), *args,
+                            REDIS_URL=redis_url, DATABASE_URL=database_url)
 
     bad = await asyncio.to_thread(run, "prune", "--older-than", "two weeks")
     assert bad.returncode == 2 and "--older-than: expected a duration like 14d" in bad.stderr, bad.stderr

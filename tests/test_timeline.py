@@ -3,9 +3,6 @@ self-contained HTML page, rendered in a real headless browser when one is instal
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,8 +20,8 @@ from availability.timeline import (
     screenshot,
 )
 import reading
+from factory import availability
 from reading import at, build_event, flush, market
-
 BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(
     BROWSER is None,
@@ -200,28 +197,20 @@ async def test_the_timeline_of_a_real_event_renders_in_a_headless_browser(cache,
 # ---------------------------------------------------------------- the command line
 
 
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("REDIS_URL", "DATABASE_URL") and not k.startswith("AVAILABILITY_")}
-    base.update(env)
-    return subprocess.run([sys.executable, "-m", "availability", *args], capture_output=True, text=True,
-                          env=base, timeout=180)
-
-
 async def test_cli_timeline_writes_the_page_and_says_clearly_when_it_cannot_take_a_screenshot(
         cache, database_url, tmp_path):
     await build_event(cache, database_url)
     out, png = tmp_path / "t.html", tmp_path / "t.png"
 
-    result = run_cli("timeline", "1", "--out", str(out), "--png", str(png), "--browser", str(tmp_path / "nope"),
-                     DATABASE_URL=database_url)
+    result = availability("timeline", "1", "--out", str(out), "--png", str(png), "--browser", str(tmp_path / "nope"),
+                     timeout=180, DATABASE_URL=database_url)
 
     assert result.returncode == 2
     assert result.stdout.startswith(f"wrote {out} (5 markets, 3 bookmakers, 2026-11-28 12:00:00 to 12:12:00 UTC)")
     assert result.stderr.strip() == (f"Error: --png: browser: no headless Chromium found ({tmp_path / 'nope'} not on "
                                      f"PATH; Debian: apt-get install chromium)")
     assert "<svg" in out.read_text() and not png.exists()
-    nothing = run_cli("timeline", "99", "--out", str(tmp_path / "n.html"), DATABASE_URL=database_url)
+    nothing = availability("timeline", "99", "--out", str(tmp_path / "n.html"), timeout=180, DATABASE_URL=database_url)
     assert nothing.returncode == 1 and nothing.stderr.strip() == "Error: event 99: nothing recorded, no timeline to draw"
 
 
@@ -230,7 +219,7 @@ async def test_cli_timeline_png(cache, database_url, tmp_path):
     await build_event(cache, database_url)
     out, png = tmp_path / "t.html", tmp_path / "t.png"
 
-    result = run_cli("timeline", "1", "--out", str(out), "--png", str(png), "--gaps-only", DATABASE_URL=database_url)
+    result = availability("timeline", "1", "--out", str(out), "--png", str(png), "--gaps-only", timeout=180, DATABASE_URL=database_url)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"wrote {png}"
