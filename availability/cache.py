@@ -14,6 +14,7 @@ full form, only when another application came between.
 from __future__ import annotations
 
 from datetime import datetime
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -273,8 +274,8 @@ class MarketCache(OperatorReads):
         shorts: list[ShortForm | None] = []
         # a snapshot scraped twice in one batch goes in the full form: a resent call runs after
         # the whole batch, so it must be the only one of its snapshot there
-        seen: set[tuple[Any, Any]] = set()
-        twice = {name for name in ((p.event_id, p.bookmaker) for p in runnable) if name in seen or seen.add(name)}
+        counts = Counter((p.event_id, p.bookmaker) for p in runnable)
+        twice = {name for name, count in counts.items() if count > 1}
         for p in runnable:
             assert p.keys is not None and p.args is not None
             form = None if (p.event_id, p.bookmaker) in twice else self.memory.short_args(p)
