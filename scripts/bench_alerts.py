@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -52,7 +51,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_apply import delete_prefix, new_prefix  # noqa: E402
-from bench_flush import redis_server, scratch_database  # noqa: E402
+from bench_flush import emit, redis_server, scratch_database  # noqa: E402
 
 from availability.alerts import (  # noqa: E402
     EventAlert,
@@ -260,12 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     with redis_server(args.redis_url) as (redis_url, own_redis), scratch_database(args.database_url) as db_url:
         result = asyncio.run(measure(redis_url, db_url, args.events, args.markets, args.repeat, args.seed,
                                      own_redis))
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
-        print(f"\n(total {result['seconds']} s)")
+    emit(result, print_report, started, as_json=args.json)
     return 0 if result["same_answer"] else 1
 
 

@@ -68,6 +68,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_flush import emit  # noqa: E402
 from bench_apply import PROFILE, Simulation, batches, delete_prefix, event_ids, new_prefix  # noqa: E402
 
 from availability.cache import MarketCache, Scrape  # noqa: E402
@@ -628,12 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     with Servers(args.redis_url, args.database_url) as servers:
         result = asyncio.run(measure(servers, args))
     result["summary"] = summarise(result)
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
-        print(f"\n(total {result['seconds']} s)")
+    emit(result, print_report, started, as_json=args.json)
     return 0
 
 

@@ -44,7 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import psycopg
 import redis.asyncio as aioredis
@@ -209,6 +209,21 @@ async def measure(redis_url: str, database_url: str, events: int, cycles: int, b
         await client.aclose()
 
 
+# ---------------------------------------------------------------- output
+
+
+def emit(result: dict[str, Any], print_report: Callable[[dict[str, Any]], None], started: float, *,
+         as_json: bool) -> None:
+    """The benchmarks' ending: the run's total seconds into ``result``, then ``result`` as
+    JSON, or the printed report and the total."""
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_report(result)
+        print(f"\n(total {result['seconds']} s)")
+
+
 # ---------------------------------------------------------------- servers
 
 
@@ -281,12 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     with redis_server(args.redis_url) as (redis_url, own_redis), scratch_database(args.database_url) as db_url:
         result = asyncio.run(measure(redis_url, db_url, args.events, args.cycles, args.batch_size, args.seed,
                                      own_redis))
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
-        print(f"\n(total {result['seconds']} s)")
+    emit(result, print_report, started, as_json=args.json)
     return 0
 
 
